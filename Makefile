@@ -1,0 +1,37 @@
+# The README's commands. Each target bootstraps .venv from python3 and PyPI.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+REQS   := requirements-dev.txt core/pyproject.toml $(wildcard plugins/*/pyproject.toml)
+
+.PHONY: all test lint typecheck format fmt pytest demo bench docs clean
+
+all: test
+
+$(STAMP): $(REQS)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+## make test: format check, lint, mypy strict and every test
+test: lint typecheck pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/pytest
+
+## make fmt: apply formatting and safe lint fixes
+fmt format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .nox .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,4 @@
+import pluggy
+
+hookimpl = pluggy.HookimplMarker("runstore")
+"""Marker for hook implementations: ``@runstore.hookimpl``."""

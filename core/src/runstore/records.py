@@ -1,0 +1,104 @@
+"""Encoding records to JSONL lines and decoding a byte stream back into records."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import orjson
+from pydantic import BaseModel
+
+from runstore.errors import CorruptError, InvalidInputError
+
+__all__ = ["MAX_RECORD_BYTES", "LineDecoder", "encode_record"]
+
+MAX_RECORD_BYTES: Final = 8 << 20
+"""Largest encoded record ``append`` accepts; store bigger payloads as artifacts."""
+
+_APPEND_NEWLINE: Final = orjson.OPT_APPEND_NEWLINE
+_dumps = orjson.dumps
+
+
+def encode_record(record: Any) -> bytes:
+    """One JSONL line (with its newline) for ``record``: a dict or a pydantic model.
+
+    Raises :class:`~runstore.errors.InvalidInputError` for anything that is not
+    a JSON object, is nested deeper than 254 levels, or is larger than
+    :data:`MAX_RECORD_BYTES`.
+    """
+    if type(record) is dict:
+        try:
+            line = _dumps(record, option=_APPEND_NEWLINE)
+        except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
+            raise InvalidInputError(
+                f"record is not JSON-serialisable: {exc}; use str keys and JSON values "
+                "(str, int, float, bool, None, list, dict, datetime)",
+                details={"error": str(exc)},
+            ) from None
+    elif isinstance(record, BaseModel):
+        line = record.model_dump_json().encode() + b"\n"
+    elif isinstance(record, dict):
+        return encode_record(dict(record))
+    else:
+        raise InvalidInputError(
+            f"a record must be a dict or a pydantic model, got {type(record).__name__}",
+            details={"type": type(record).__name__},
+        )
+    if len(line) > MAX_RECORD_BYTES:
+        raise InvalidInputError(
+            f"record is {len(line)} bytes, over the {MAX_RECORD_BYTES}-byte limit; "
+            "store large payloads with put_artifact and append a reference",
+            details={"size": len(line), "limit": MAX_RECORD_BYTES},
+        )
+    return line
+
+
+class LineDecoder:
+    """Splits a stream's byte chunks into records, tracking offsets and line numbers.
+
+    Only complete lines (ending in ``\\n``) become records. Bytes after the
+    last newline are the *torn tail* (a write cut short by a crash): held
+    back, never returned, reported through :attr:`torn_tail`.
+    """
+
+    __slots__ = ("line_number", "offset", "pending", "stream")
+
+    def __init__(self, stream: str, offset: int = 0, line_number: int = 0) -> None:
+        self.stream = stream
+        self.offset = offset
+        """Byte offset just past the last complete line consumed."""
+        self.line_number = line_number
+        """Complete lines consumed so far."""
+        self.pending = b""
+
+    @property
+    def torn_tail(self) -> int:
+        """Bytes after the last complete line (0 when the stream ends cleanly)."""
+        return len(self.pending)
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """Complete lines (without newline) that ``chunk`` finishes."""
+        data = self.pending + chunk if self.pending else chunk
+        lines = data.split(b"\n")
+        self.pending = lines.pop()
+        self.offset += len(data) - len(self.pending)
+        return lines
+
+    def decode(self, lines: list[bytes]) -> list[Any]:
+        """Parse lines fed last; a line that does not parse is :class:`CorruptError`."""
+        loads = orjson.loads
+        try:
+            out = [loads(line) for line in lines]
+        except orjson.JSONDecodeError:
+            for index, line in enumerate(lines):
+                try:
+                    loads(line)
+                except orjson.JSONDecodeError as exc:
+                    number = self.line_number + index + 1
+                    raise CorruptError(
+                        f"{self.stream}.jsonl line {number} is not valid JSON ({exc}); "
+                        "run 'runstore verify' to see every damaged record",
+                        details={"stream": self.stream, "line": number, "error": str(exc)},
+                    ) from None
+            raise
+        self.line_number += len(lines)
+        return out

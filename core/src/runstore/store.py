@@ -1,0 +1,319 @@
+"""The sync API: ``store = runstore.open("runs")``.
+
+It mirrors :mod:`runstore.aio` name for name. Slow operations run the async
+implementation on a private event loop; ``append`` writes in the caller's
+thread through the backend's writer, so it costs about as much as a raw
+``write`` + ``flush`` of the encoded line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Iterator
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Literal, Self
+
+from runstore._portal import Portal
+from runstore.aio import (
+    DEFAULT_HEARTBEAT_SECONDS,
+    AsyncRun,
+    AsyncRunView,
+    AsyncStore,
+    InstanceBundle,
+)
+from runstore.aio import _outcome as outcome
+from runstore.backends import Concern, Durability
+from runstore.models import (
+    ArtifactKind,
+    ArtifactRef,
+    RunManifest,
+    RunRecord,
+    RunState,
+    RunStatus,
+    RunSummary,
+)
+from runstore.records import encode_record
+
+__all__ = ["Run", "RunView", "Store", "open"]
+
+
+def open(
+    url: str | None = None,
+    *,
+    state: str | None = None,
+    logs: str | None = None,
+    artifacts: str | None = None,
+    durability: Durability | None = None,
+    heartbeat_interval: float = DEFAULT_HEARTBEAT_SECONDS,
+    plugins: Iterable[object] = (),
+    **options: Any,
+) -> Store:
+    """Open the store named by a config string.
+
+    :param url: config string (``./runs``, ``s3://bucket/prefix``, ``memory://x``);
+        defaults to ``$RUNSTORE_URL`` or ``./runs``.
+    :param state: route the state concern to another config string.
+    :param logs: route the logs concern to another config string.
+    :param artifacts: route the artifacts concern to another config string.
+    :param durability: when ``append`` returns (``flush``, ``fsync``, ``record``,
+        ``batch``); ``None`` picks the backend default.
+    :param heartbeat_interval: seconds between heartbeats of a live run; 0 disables.
+    :param plugins: extra plugin objects (observers) to register.
+    :param options: backend options for ``url`` (merged over its query parameters).
+    """
+    return Store(
+        AsyncStore(
+            url,
+            routes={"state": state, "logs": logs, "artifacts": artifacts},
+            durability=durability,
+            heartbeat_interval=heartbeat_interval,
+            plugins=plugins,
+            options=options,
+        )
+    )
+
+
+class Store:
+    """A run store: creates runs, lists them and opens them for reading."""
+
+    def __init__(self, astore: AsyncStore) -> None:
+        self.aio = astore
+        self._portal = Portal()
+
+    @property
+    def url(self) -> str:
+        return self.aio.url
+
+    @property
+    def backend_names(self) -> dict[Concern, str]:
+        return self.aio.backend_names
+
+    def __repr__(self) -> str:
+        return f"<Store {self.url!r}>"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release backend resources and stop the private event loop."""
+        self._portal.call(self.aio.aclose())
+        self._portal.close()
+
+    def create_run(
+        self,
+        run_id: str | None = None,
+        *,
+        sut_name: str | None = None,
+        scenario_ids: Collection[str] | None = None,
+        seed: int | None = None,
+        config: dict[str, Any] | None = None,
+        tags: Collection[str] | None = None,
+        correlation_id: str | None = None,
+    ) -> Run:
+        """Create a run (status ``created``); see :meth:`runstore.aio.AsyncStore.create_run`."""
+        arun = self._portal.call(
+            self.aio.create_run(
+                run_id,
+                sut_name=sut_name,
+                scenario_ids=scenario_ids,
+                seed=seed,
+                config=config,
+                tags=tags,
+                correlation_id=correlation_id,
+            )
+        )
+        return Run(arun, self._portal)
+
+    def get_run(self, run_id: str) -> RunView:
+        """Open a run for reading. Raises :class:`~runstore.errors.NotFoundError`."""
+        return RunView(self._portal.call(self.aio.get_run(run_id)), self._portal)
+
+    def list_runs(
+        self,
+        *,
+        status: RunStatus | Collection[RunStatus] | None = None,
+        sut_name: str | None = None,
+        tags: Collection[str] | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[RunRecord]:
+        """Run index records, newest first, filtered and paginated."""
+        return self._portal.call(
+            self.aio.list_runs(
+                status=status,
+                sut_name=sut_name,
+                tags=tags,
+                created_after=created_after,
+                created_before=created_before,
+                limit=limit,
+                offset=offset,
+            )
+        )
+
+    def delete_run(self, run_id: str, *, force: bool = False) -> None:
+        """Delete a run; a live run needs ``force=True``."""
+        self._portal.call(self.aio.delete_run(run_id, force=force))
+
+
+class Run:
+    """A run being written: ``with run:`` marks it succeeded, or failed on an exception."""
+
+    def __init__(self, arun: AsyncRun, portal: Portal) -> None:
+        self.aio = arun
+        self._portal = portal
+        self.run_id = arun.run_id
+
+    def __repr__(self) -> str:
+        return f"<Run {self.run_id!r} {self.state.status}>"
+
+    @property
+    def manifest(self) -> RunManifest:
+        return self.aio.manifest
+
+    @property
+    def state(self) -> RunState:
+        return self.aio.state
+
+    @property
+    def summary(self) -> RunSummary | None:
+        """The summary once the run finished, else ``None``."""
+        return self.aio.summary
+
+    @property
+    def record_counts(self) -> dict[str, int]:
+        return self.aio.record_counts
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        status, extra = outcome(exc_type, exc)
+        self.finish(status, **extra)
+
+    def start(self) -> None:
+        """Mark the run ``running`` (``with run:`` and the first append do it)."""
+        self._portal.call(self.aio.start())
+
+    def append(self, stream: str, record: Any) -> None:
+        """Append one record (a dict or pydantic model) to ``stream``; durable on return."""
+        line = encode_record(record)
+        arun = self.aio
+        writer = arun._writers.get(stream)
+        if writer is None:
+            writer = self._portal.call(arun._writer(stream))
+        if not writer.write(line) and not writer.commit_sync():
+            self._portal.call(writer.commit())
+        arun._count(stream, record)
+
+    def log(self, level: str, message: str, **fields: Any) -> None:
+        """Append a log line to the ``logs`` stream."""
+        from runstore.models import utcnow
+
+        self.append("logs", {"ts": utcnow(), "level": level, "message": message, **fields})
+
+    def flush(self) -> None:
+        """Make every record appended so far durable now."""
+        self._portal.call(self.aio.flush())
+
+    def set_phase(
+        self,
+        name: str,
+        *,
+        status: Literal["pending", "running", "done", "failed", "skipped"] | None = None,
+        completed: int | None = None,
+        total: int | None = None,
+        message: str | None = None,
+    ) -> RunState:
+        """Record progress of a phase in the state snapshot."""
+        return self._portal.call(
+            self.aio.set_phase(
+                name, status=status, completed=completed, total=total, message=message
+            )
+        )
+
+    def put_artifact(
+        self, name: str, data: object, *, kind: ArtifactKind = "raw", media_type: str | None = None
+    ) -> ArtifactRef:
+        """Store an immutable artifact; see :meth:`runstore.aio.AsyncRun.put_artifact`."""
+        return self._portal.call(
+            self.aio.put_artifact(name, data, kind=kind, media_type=media_type)
+        )
+
+    def finish(self, status: RunStatus = "succeeded", *, error: str | None = None) -> RunSummary:
+        """Close the streams, write the summary and final state. Idempotent."""
+        return self._portal.call(self.aio.finish(status, error=error))
+
+
+class RunView:
+    """Read side of one run: ``manifest``, ``state``, ``summary``, streams, artifacts."""
+
+    def __init__(self, aview: AsyncRunView, portal: Portal) -> None:
+        self.aio = aview
+        self._portal = portal
+        self.run_id = aview.run_id
+
+    def __repr__(self) -> str:
+        return f"<RunView {self.run_id!r}>"
+
+    @property
+    def manifest(self) -> RunManifest:
+        return self.aio.manifest
+
+    @property
+    def state(self) -> RunState:
+        return self.aio.state
+
+    @property
+    def summary(self) -> RunSummary | None:
+        return self.aio.summary
+
+    @property
+    def torn_tails(self) -> dict[str, int]:
+        """Bytes of torn tail seen at the end of each stream read."""
+        return self.aio.torn_tails
+
+    def refresh(self) -> None:
+        self._portal.call(self.aio.refresh())
+
+    def streams(self) -> list[str]:
+        return self._portal.call(self.aio.streams())
+
+    def read(
+        self, stream: str, *, follow: bool = False, poll_interval: float = 0.5
+    ) -> Iterator[Any]:
+        """Records of ``stream`` in order, streamed.
+
+        ``follow=True`` waits for more records until the run ends.
+        """
+        for batch in self._portal.iterate(
+            self.aio.read_batches(stream, follow=follow, poll_interval=poll_interval)
+        ):
+            yield from batch
+
+    def artifacts(self) -> list[ArtifactRef]:
+        return self._portal.call(self.aio.artifacts())
+
+    def artifact(self, name: str) -> ArtifactRef:
+        return self._portal.call(self.aio.artifact(name))
+
+    def open_artifact(self, name: str, *, verify: bool = False) -> Iterator[bytes]:
+        """The artifact's bytes in chunks (streamed); ``verify=True`` checks its sha256."""
+        return self._portal.iterate(self.aio.open_artifact(name, verify=verify))
+
+    def read_artifact(self, name: str, *, verify: bool = False) -> bytes:
+        return self._portal.call(self.aio.read_artifact(name, verify=verify))
+
+    def instance(self, instance_id: str) -> InstanceBundle:
+        """The replay bundle of one instance."""
+        return self._portal.call(self.aio.instance(instance_id))

@@ -1,0 +1,418 @@
+"""Pytest mixins every backend's test suite subclasses.
+
+Each test drives the public API (``runstore.open`` and friends) against the
+``store`` fixture the subclass provides, and states one behaviour the
+in-memory reference has.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+import runstore
+from runstore.backends import Capabilities
+from runstore.errors import (
+    AlreadyExistsError,
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+)
+from runstore.plugins import ENTRY_POINT_GROUP, Plugins
+
+__all__ = [
+    "ArtifactConformance",
+    "LogConformance",
+    "StateConformance",
+    "StoreConformance",
+    "check_registration",
+]
+
+BAD_ARTIFACT_NAMES = (
+    "",
+    "/etc/passwd",
+    "../escape",
+    "a/../../escape",
+    "a/./b",
+    "a//b",
+    "a\\b",
+    "C:evil",
+    "nul\x00byte",
+    "line\nbreak",
+    "frag#ment",
+    "%2e%2e/escape",
+    "a/" * 40 + "b",
+    "x" * 256,
+)
+BAD_RUN_IDS = ("", "Run_Upper", "_leading", "a..b", "a/b", "a" * 129, "space id", "ünïcode")
+
+
+class _Kit:
+    """Shared plumbing: capability switches and a fresh run per test."""
+
+    capabilities: ClassVar[Capabilities] = Capabilities()
+
+    @pytest.fixture
+    def store(self) -> Iterator[runstore.Store]:
+        raise NotImplementedError(
+            "provide a `store` fixture yielding runstore.open(<your backend URL>)"
+        )
+
+    def require(self, capability: str) -> None:
+        """Skip (visibly) when the backend declares it lacks ``capability``."""
+        if not getattr(self.capabilities, capability):
+            pytest.skip(f"backend declares {capability}=False")
+
+
+class StateConformance(_Kit):
+    """Runs, state snapshots, summaries and the run index."""
+
+    def test_create_run_then_get_run_returns_its_manifest(self, store: runstore.Store) -> None:
+        run = store.create_run(
+            run_id="run_a", sut_name="shop", scenario_ids=["checkout"], seed=7, config={"w": 2}
+        )
+        view = store.get_run("run_a")
+        assert view.manifest == run.manifest
+        assert view.manifest.scenario_ids == ["checkout"]
+        assert view.state.status == "created"
+        assert view.summary is None
+
+    def test_scenario_ids_none_and_empty_stay_distinct(self, store: runstore.Store) -> None:
+        store.create_run(run_id="run_none")
+        store.create_run(run_id="run_empty", scenario_ids=[])
+        assert store.get_run("run_none").manifest.scenario_ids is None
+        assert store.get_run("run_empty").manifest.scenario_ids == []
+
+    def test_existing_run_id_raises_already_exists(self, store: runstore.Store) -> None:
+        self.require("conditional_create")
+        store.create_run(run_id="run_dup")
+        with pytest.raises(AlreadyExistsError) as info:
+            store.create_run(run_id="run_dup")
+        assert info.value.code == "already_exists"
+
+    def test_generated_run_ids_are_sequential(self, store: runstore.Store) -> None:
+        first = store.create_run().run_id
+        second = store.create_run().run_id
+        prefix, number = first.rsplit("_", 1)
+        assert first.startswith("run_")
+        assert len(number) == 3
+        assert second == f"{prefix}_{int(number) + 1:03d}"
+
+    @pytest.mark.parametrize("bad", BAD_RUN_IDS)
+    def test_invalid_run_id_is_refused_before_writing(
+        self, store: runstore.Store, bad: str
+    ) -> None:
+        with pytest.raises(InvalidInputError) as info:
+            store.create_run(run_id=bad)
+        assert info.value.code == "invalid_input"
+        assert store.list_runs() == []
+
+    def test_unknown_run_raises_not_found(self, store: runstore.Store) -> None:
+        with pytest.raises(NotFoundError) as info:
+            store.get_run("run_missing")
+        assert info.value.code == "not_found"
+        assert isinstance(info.value, LookupError)
+
+    def test_clean_exit_marks_succeeded_with_summary(self, store: runstore.Store) -> None:
+        with store.create_run(run_id="run_ok") as run:
+            run.append("instances", {"instance_id": "i1", "status": "passed"})
+            run.append("instances", {"instance_id": "i2", "status": "failed"})
+            run.append("instances", {"instance_id": "i3", "status": "passed"})
+        view = store.get_run("run_ok")
+        assert view.state.status == "succeeded"
+        assert view.summary is not None
+        assert (view.summary.pass_count, view.summary.fail_count) == (2, 1)
+        assert view.summary.pass_rate == pytest.approx(2 / 3)
+        assert view.summary.stream_counts == {"instances": 3}
+        assert view.summary == run.summary
+
+    def test_exception_marks_failed_and_propagates(self, store: runstore.Store) -> None:
+        with pytest.raises(ZeroDivisionError), store.create_run(run_id="run_bad"):
+            1 / 0  # noqa: B018
+        state = store.get_run("run_bad").state
+        assert state.status == "failed"
+        assert state.error is not None
+        assert "ZeroDivisionError" in state.error
+
+    def test_stale_state_revision_is_a_conflict(self, store: runstore.Store) -> None:
+        self.require("compare_and_swap")
+        run = store.create_run(run_id="run_cas")
+        run.start()
+        stale = store.get_run("run_cas").state
+        run.set_phase("load", status="running")
+        record = runstore.RunRecord.build(run.manifest, stale)
+        newer = stale.model_copy(update={"revision": stale.revision + 1})
+        with pytest.raises(ConflictError) as info:
+            store._portal.call(
+                store.aio.state_backend.write_state(
+                    newer, expected_revision=stale.revision, record=record
+                )
+            )
+        assert info.value.code == "conflict"
+        assert store.get_run("run_cas").state.phases["load"].status == "running"
+
+    def test_phase_progress_is_persisted(self, store: runstore.Store) -> None:
+        run = store.create_run(run_id="run_phase")
+        run.set_phase("translate", status="running", completed=3, total=10)
+        phase = store.get_run("run_phase").state.phases["translate"]
+        assert (phase.status, phase.completed, phase.total) == ("running", 3, 10)
+
+    def test_list_runs_newest_first_with_filters(self, store: runstore.Store) -> None:
+        self.require("consistent_listing")
+        with store.create_run(run_id="run_1", sut_name="shop", tags=["nightly"]):
+            pass
+        with pytest.raises(RuntimeError), store.create_run(run_id="run_2", sut_name="bank"):
+            raise RuntimeError("boom")
+        store.create_run(run_id="run_3", sut_name="shop", tags=["nightly", "pinned"])
+        assert [r.run_id for r in store.list_runs()] == ["run_3", "run_2", "run_1"]
+        assert [r.run_id for r in store.list_runs(status="failed")] == ["run_2"]
+        assert [r.run_id for r in store.list_runs(status=["succeeded", "created"])] == [
+            "run_3",
+            "run_1",
+        ]
+        assert [r.run_id for r in store.list_runs(sut_name="shop")] == ["run_3", "run_1"]
+        assert [r.run_id for r in store.list_runs(tags=["pinned"])] == ["run_3"]
+        assert [r.run_id for r in store.list_runs(limit=1, offset=1)] == ["run_2"]
+        first = store.list_runs(status="succeeded")[0]
+        assert first.pass_count == 0
+        assert first.finished_at is not None
+
+    def test_list_runs_time_range(self, store: runstore.Store) -> None:
+        self.require("consistent_listing")
+        store.create_run(run_id="run_t1")
+        cut = store.get_run("run_t1").state.created_at
+        store.create_run(run_id="run_t2")
+        after = [r.run_id for r in store.list_runs(created_after=cut)]
+        assert "run_t1" in after
+        assert [r.run_id for r in store.list_runs(created_before=cut)] == []
+
+    def test_delete_run_removes_everything(self, store: runstore.Store) -> None:
+        with store.create_run(run_id="run_del") as run:
+            run.append("steps", {"n": 1})
+            run.put_artifact("a.txt", b"x")
+        store.delete_run("run_del")
+        with pytest.raises(NotFoundError):
+            store.get_run("run_del")
+        assert store.list_runs() == []
+        store.create_run(run_id="run_del")  # the id is free again
+
+    def test_delete_live_run_needs_force(self, store: runstore.Store) -> None:
+        store.create_run(run_id="run_live").start()
+        with pytest.raises(ConflictError):
+            store.delete_run("run_live")
+        store.delete_run("run_live", force=True)
+
+
+class LogConformance(_Kit):
+    """Append-only JSONL streams."""
+
+    def test_records_read_back_in_order(self, store: runstore.Store) -> None:
+        with store.create_run(run_id="run_log") as run:
+            for i in range(100):
+                run.append("steps", {"instance_id": f"i{i % 3}", "n": i, "text": "é ✓"})
+        records = list(store.get_run("run_log").read("steps"))
+        assert [r["n"] for r in records] == list(range(100))
+        assert records[0]["text"] == "é ✓"
+
+    def test_records_visible_before_run_finishes(self, store: runstore.Store) -> None:
+        run = store.create_run(run_id="run_live")
+        run.append("steps", {"n": 1})
+        run.flush()
+        assert list(store.get_run("run_live").read("steps")) == [{"n": 1}]
+
+    def test_many_records_cross_chunk_boundaries(self, store: runstore.Store) -> None:
+        payload = "x" * 1000
+        with store.create_run(run_id="run_big") as run:
+            for i in range(3000):
+                run.append("steps", {"n": i, "p": payload})
+        assert sum(1 for _ in store.get_run("run_big").read("steps")) == 3000
+
+    def test_unwritten_stream_reads_empty(self, store: runstore.Store) -> None:
+        store.create_run(run_id="run_empty")
+        assert list(store.get_run("run_empty").read("steps")) == []
+
+    def test_log_lines_carry_level_message_and_fields(self, store: runstore.Store) -> None:
+        with store.create_run(run_id="run_lines") as run:
+            run.log("info", "checkout done", instance_id="i1")
+        (line,) = store.get_run("run_lines").read("logs")
+        assert (line["level"], line["message"], line["instance_id"]) == (
+            "info",
+            "checkout done",
+            "i1",
+        )
+        assert "ts" in line
+
+    @pytest.mark.parametrize(
+        "record",
+        [{"bad": object()}, {1: "int key"}, ["not", "an", "object"], "text"],
+        ids=["object-value", "int-key", "list", "str"],
+    )
+    def test_unserialisable_record_is_refused_and_not_written(
+        self, store: runstore.Store, record: Any
+    ) -> None:
+        with store.create_run(run_id="run_badrec") as run:
+            run.append("steps", {"n": 1})
+            with pytest.raises(InvalidInputError) as info:
+                run.append("steps", record)
+            assert info.value.code == "invalid_input"
+            run.append("steps", {"n": 2})
+        assert list(store.get_run("run_badrec").read("steps")) == [{"n": 1}, {"n": 2}]
+
+    def test_too_deep_record_is_refused(self, store: runstore.Store) -> None:
+        deep: dict[str, Any] = {}
+        node = deep
+        for _ in range(300):
+            node["d"] = {}
+            node = node["d"]
+        with store.create_run(run_id="run_deep") as run, pytest.raises(InvalidInputError):
+            run.append("steps", deep)
+
+    @pytest.mark.parametrize("stream", ["Steps", "../x", "a/b", "", "artifacts", "x" * 65])
+    def test_bad_or_reserved_stream_name_is_refused(
+        self, store: runstore.Store, stream: str
+    ) -> None:
+        with store.create_run(run_id="run_badstream") as run, pytest.raises(InvalidInputError):
+            run.append(stream, {"n": 1})
+
+    def test_append_after_finish_is_a_conflict(self, store: runstore.Store) -> None:
+        with store.create_run(run_id="run_done") as run:
+            pass
+        with pytest.raises(ConflictError):
+            run.append("steps", {"n": 1})
+
+    def test_streams_lists_written_streams(self, store: runstore.Store) -> None:
+        with store.create_run(run_id="run_streams") as run:
+            run.append("steps", {"n": 1})
+            run.append("phase_outputs", {"n": 1})
+        assert {"steps", "phase_outputs"} <= set(store.get_run("run_streams").streams())
+
+
+class ArtifactConformance(_Kit):
+    """Immutable, content-hashed artifacts."""
+
+    def test_put_then_read_round_trips_with_hash(self, store: runstore.Store) -> None:
+        body = b'{"request": 1}'
+        with store.create_run(run_id="run_art") as run:
+            ref = run.put_artifact("inst_001/step_001_request.json", body, kind="intermediate")
+        assert ref.sha256 == hashlib.sha256(body).hexdigest()
+        assert (ref.size, ref.kind, ref.media_type) == (
+            len(body),
+            "intermediate",
+            "application/json",
+        )
+        view = store.get_run("run_art")
+        assert view.read_artifact("inst_001/step_001_request.json", verify=True) == body
+        assert view.artifacts() == [ref]
+        assert view.summary is not None
+        assert (view.summary.artifact_count, view.summary.artifact_bytes) == (1, len(body))
+
+    def test_identical_reput_is_a_noop(self, store: runstore.Store) -> None:
+        with store.create_run(run_id="run_same") as run:
+            first = run.put_artifact("a.json", b"{}")
+            assert run.put_artifact("a.json", b"{}") == first
+        assert store.get_run("run_same").artifacts() == [first]
+
+    def test_reput_with_other_bytes_is_a_conflict(self, store: runstore.Store) -> None:
+        with store.create_run(run_id="run_conf") as run:
+            run.put_artifact("a.json", b"{}")
+            with pytest.raises(ConflictError) as info:
+                run.put_artifact("a.json", b"[]")
+            assert info.value.code == "conflict"
+        assert store.get_run("run_conf").read_artifact("a.json") == b"{}"
+
+    def test_empty_artifact(self, store: runstore.Store) -> None:
+        with store.create_run(run_id="run_zero") as run:
+            ref = run.put_artifact("empty.bin", b"")
+        assert ref.size == 0
+        assert store.get_run("run_zero").read_artifact("empty.bin") == b""
+
+    def test_large_artifact_streams_from_a_file(
+        self, store: runstore.Store, tmp_path: Path
+    ) -> None:
+        source = tmp_path / "big.bin"
+        block = hashlib.sha256(b"seed").digest() * 4096  # 128 KiB
+        with source.open("wb") as handle:
+            for _ in range(40):  # 5 MiB, several chunks
+                handle.write(block)
+        with store.create_run(run_id="run_large") as run:
+            ref = run.put_artifact("exports/big.bin", source, kind="export")
+        expected = hashlib.sha256(source.read_bytes()).hexdigest()
+        assert (ref.sha256, ref.size) == (expected, source.stat().st_size)
+        digest = hashlib.sha256()
+        for chunk in store.get_run("run_large").open_artifact("exports/big.bin", verify=True):
+            digest.update(chunk)
+        assert digest.hexdigest() == expected
+
+    def test_artifact_from_binary_file_object(self, store: runstore.Store, tmp_path: Path) -> None:
+        source = tmp_path / "f.bin"
+        source.write_bytes(b"abc" * 1000)
+        with store.create_run(run_id="run_fobj") as run, source.open("rb") as handle:
+            ref = run.put_artifact("f.bin", handle)
+        assert ref.size == 3000
+
+    @pytest.mark.parametrize("name", BAD_ARTIFACT_NAMES)
+    def test_hostile_artifact_name_is_refused(self, store: runstore.Store, name: str) -> None:
+        with store.create_run(run_id="run_names") as run:
+            with pytest.raises(InvalidInputError) as info:
+                run.put_artifact(name, b"x")
+            assert info.value.code == "invalid_input"
+        assert store.get_run("run_names").artifacts() == []
+
+    def test_file_and_directory_of_the_same_name_conflict(self, store: runstore.Store) -> None:
+        with store.create_run(run_id="run_clash") as run:
+            run.put_artifact("a/b.json", b"1")
+            with pytest.raises(ConflictError):
+                run.put_artifact("a", b"2")
+            run.put_artifact("c", b"3")
+            with pytest.raises(ConflictError):
+                run.put_artifact("c/d", b"4")
+
+    def test_unknown_artifact_raises_not_found(self, store: runstore.Store) -> None:
+        with store.create_run(run_id="run_noart"):
+            pass
+        with pytest.raises(NotFoundError):
+            store.get_run("run_noart").read_artifact("missing.bin")
+
+    def test_unknown_kind_is_refused(self, store: runstore.Store) -> None:
+        with store.create_run(run_id="run_kind") as run, pytest.raises(InvalidInputError):
+            run.put_artifact("a.bin", b"x", kind="bogus")  # type: ignore[arg-type]
+
+    def test_instance_bundle_collects_its_records(self, store: runstore.Store) -> None:
+        with store.create_run(run_id="run_replay", seed=42, config={"w": 1}) as run:
+            run.append("instances", {"instance_id": "inst_001", "status": "passed"})
+            run.append("instances", {"instance_id": "inst_002", "status": "failed"})
+            run.append("steps", {"instance_id": "inst_001", "step_name": "login"})
+            run.append("steps", {"instance_id": "inst_002", "step_name": "login"})
+            run.append("assertions", {"instance_id": "inst_001", "name": "total", "passed": True})
+            run.put_artifact("inst_001/step_001_request.json", b"{}")
+        bundle = store.get_run("run_replay").instance("inst_001")
+        assert bundle.instance == {"instance_id": "inst_001", "status": "passed"}
+        assert [s["step_name"] for s in bundle.steps] == ["login"]
+        assert len(bundle.assertions) == 1
+        assert [a.name for a in bundle.artifacts] == ["inst_001/step_001_request.json"]
+        assert (bundle.seed, bundle.config) == (42, {"w": 1})
+
+
+class StoreConformance(StateConformance, LogConformance, ArtifactConformance):
+    """Everything a backend serving all three concerns must do."""
+
+
+def check_registration(distribution: str, backend: str) -> runstore.BackendSpec:
+    """Assert ``distribution`` is installed, exposes a ``runstore.plugins`` entry point
+    that loads, and registers the backend named ``backend``; return its spec."""
+    dist = importlib.metadata.distribution(distribution)
+    points = [ep for ep in dist.entry_points if ep.group == ENTRY_POINT_GROUP]
+    assert points, f"{distribution} declares no entry point in group {ENTRY_POINT_GROUP!r}"
+    for point in points:
+        point.load()
+    specs = Plugins().backends()
+    assert backend in specs, (
+        f"{distribution} loaded but registered no backend named {backend!r} "
+        f"(registered: {sorted(specs)})"
+    )
+    return specs[backend]

@@ -1,0 +1,23 @@
+"""The reference backend passes its own conformance kit."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+
+import pytest
+
+import runstore
+from runstore.backends import Capabilities
+from runstore.testing import StoreConformance
+
+_names = itertools.count()
+
+
+class TestMemoryBackend(StoreConformance):
+    capabilities = Capabilities(persistent=False)
+
+    @pytest.fixture
+    def store(self) -> Iterator[runstore.Store]:
+        with runstore.open(f"memory://conformance-{next(_names)}") as store:
+            yield store
