@@ -23,7 +23,7 @@ __all__ = [
 
 _RUN_ID: Final = re.compile(r"[a-z0-9][a-z0-9_.\-]{0,127}")
 _STREAM: Final = re.compile(r"[a-z0-9][a-z0-9_\-]{0,63}")
-_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1 controls
 _PERCENT_ESCAPE: Final = re.compile(r"%[0-9A-Fa-f]{2}")
 _DRIVE: Final = re.compile(r"[A-Za-z]:")
 
