@@ -1,0 +1,401 @@
+"""The local filesystem backend: the Windtunnel tree under a directory.
+
+Writes never follow a symlink below the root (see :mod:`runstore_local.fs`),
+temp files live in ``<root>/.runstore/tmp`` so a run's tree holds only its
+own files, and the run index is a SQLite table derived from the runs.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import stat
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from runstore import layout
+from runstore.backends import (
+    ArtifactBackend,
+    ArtifactSource,
+    Capabilities,
+    Durability,
+    LogBackend,
+    RunQuery,
+    StateBackend,
+    StoredArtifact,
+    StreamWriter,
+    Target,
+)
+from runstore.errors import (
+    AlreadyExistsError,
+    ConflictError,
+    CorruptError,
+    InvalidInputError,
+    NotFoundError,
+    RunstoreError,
+)
+from runstore.models import RunManifest, RunRecord, RunState, RunSummary
+from runstore.names import validate_run_id
+from runstore_local.fs import (
+    CREATE_FLAGS,
+    DIR_FLAGS,
+    READ_FLAGS,
+    atomic_write,
+    fsync_dir,
+    open_dir,
+    opened,
+    read_file,
+    temp_name,
+    translate,
+    write_all,
+)
+from runstore_local.index import RunIndex
+from runstore_local.streams import LocalStreamWriter
+
+_CHUNK = 1 << 20
+
+
+class LocalBackend(StateBackend, LogBackend, ArtifactBackend):
+    """State, logs and artifacts in a local directory."""
+
+    capabilities = Capabilities()
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            self._tmp_fd = open_dir(self._root_fd, [layout.BOOKKEEPING_DIR, "tmp"], create=True)
+        except OSError as exc:
+            raise translate(
+                exc, f"cannot open store {str(self.root)!r}", path=str(self.root)
+            ) from exc
+        self._index = RunIndex(str(self.root / layout.BOOKKEEPING_DIR / "index.sqlite3"))
+        if self._index.created:
+            self._rebuild()
+
+    @classmethod
+    def from_target(cls, target: Target) -> LocalBackend:
+        if target.options:
+            raise InvalidInputError(
+                f"the local backend takes no options, got {sorted(target.options)}; "
+                "durability is chosen with runstore.open(..., durability='fsync')",
+                details={"options": sorted(target.options)},
+            )
+        return cls(target.path)
+
+    def __repr__(self) -> str:
+        return f"LocalBackend({str(self.root)!r})"
+
+    async def aclose(self) -> None:
+        if self._root_fd >= 0:
+            self._index.close()
+            os.close(self._tmp_fd)
+            os.close(self._root_fd)
+            self._root_fd = -1
+
+    # -- helpers ----------------------------------------------------------------
+
+    @contextmanager
+    def _run_dir(self, run_id: str) -> Iterator[int]:
+        try:
+            fd = os.open(run_id, DIR_FLAGS, dir_fd=self._root_fd)
+        except OSError as exc:
+            error = translate(exc, f"run {run_id!r}", run_id=run_id)
+            if isinstance(error, NotFoundError):
+                error = NotFoundError(
+                    f"run {run_id!r} not found in {str(self.root)!r}; 'runstore ls' lists the runs",
+                    details={"run_id": run_id},
+                )
+            raise error from exc
+        with opened(fd):
+            yield fd
+
+    def _read_snapshot(self, run_id: str, name: str, model: type[BaseModel]) -> Any:
+        with self._run_dir(run_id) as run_fd:
+            try:
+                data = read_file(run_fd, name)
+            except FileNotFoundError:
+                return None
+            except OSError as exc:
+                raise translate(
+                    exc, f"cannot read {name} of run {run_id!r}", run_id=run_id
+                ) from exc
+        try:
+            return model.model_validate_json(data)
+        except ValidationError as exc:
+            raise CorruptError(
+                f"{run_id}/{name} is damaged ({exc.error_count()} problems); "
+                "run 'runstore verify' and restore it from a copy",
+                details={"run_id": run_id, "file": name},
+            ) from None
+
+    def _write_snapshot(self, run_fd: int, name: str, model: BaseModel, run_id: str) -> None:
+        try:
+            atomic_write(run_fd, name, layout.dump_snapshot(model), self._tmp_fd)
+        except OSError as exc:
+            raise translate(exc, f"cannot write {name} of run {run_id!r}", run_id=run_id) from exc
+
+    @contextmanager
+    def _locked(self, run_fd: int) -> Iterator[None]:
+        fcntl.flock(run_fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(run_fd, fcntl.LOCK_UN)
+
+    # -- state ----------------------------------------------------------------
+
+    async def create_run(self, manifest: RunManifest, state: RunState) -> None:
+        run_id = manifest.run_id
+        try:
+            os.mkdir(run_id, 0o755, dir_fd=self._root_fd)  # the atomic claim of the id
+        except FileExistsError:
+            raise AlreadyExistsError(
+                f"run {run_id!r} already exists in {str(self.root)!r}; pick another run id",
+                details={"run_id": run_id},
+            ) from None
+        except OSError as exc:
+            raise translate(exc, f"cannot create run {run_id!r}", run_id=run_id) from exc
+        with self._run_dir(run_id) as run_fd:
+            self._write_snapshot(run_fd, layout.MANIFEST, manifest, run_id)
+            self._write_snapshot(run_fd, layout.STATE, state, run_id)
+        fsync_dir(self._root_fd)
+        self._index.upsert(RunRecord.build(manifest, state))
+
+    async def read_manifest(self, run_id: str) -> RunManifest:
+        manifest: RunManifest | None = self._read_snapshot(run_id, layout.MANIFEST, RunManifest)
+        if manifest is None:
+            raise NotFoundError(
+                f"run {run_id!r} has no manifest (its creation was interrupted)",
+                details={"run_id": run_id},
+            )
+        return manifest
+
+    async def read_state(self, run_id: str) -> RunState:
+        state: RunState | None = self._read_snapshot(run_id, layout.STATE, RunState)
+        if state is None:
+            raise NotFoundError(f"run {run_id!r} has no state.json", details={"run_id": run_id})
+        return state
+
+    async def write_state(
+        self, state: RunState, *, expected_revision: int, record: RunRecord
+    ) -> None:
+        run_id = state.run_id
+        with self._run_dir(run_id) as run_fd, self._locked(run_fd):
+            current: RunState | None = self._read_snapshot(run_id, layout.STATE, RunState)
+            stored = -1 if current is None else current.revision
+            if stored != expected_revision:
+                raise ConflictError(
+                    f"state of run {run_id!r} is at revision {stored}, not {expected_revision}: "
+                    "another writer updated it; re-read and retry",
+                    details={"run_id": run_id, "stored": stored, "expected": expected_revision},
+                )
+            self._write_snapshot(run_fd, layout.STATE, state, run_id)
+        self._index.upsert(record)
+
+    async def write_summary(self, summary: RunSummary) -> None:
+        with self._run_dir(summary.run_id) as run_fd:
+            self._write_snapshot(run_fd, layout.SUMMARY, summary, summary.run_id)
+
+    async def read_summary(self, run_id: str) -> RunSummary | None:
+        summary: RunSummary | None = self._read_snapshot(run_id, layout.SUMMARY, RunSummary)
+        return summary
+
+    async def list_runs(self, query: RunQuery) -> list[RunRecord]:
+        return self._index.query(query)
+
+    async def list_run_ids(self, prefix: str = "") -> list[str]:
+        return self._index.run_ids(prefix)
+
+    def _run_dirs(self) -> list[str]:
+        ids = []
+        for name in os.listdir(self._root_fd):
+            try:
+                ids.append(validate_run_id(name))
+            except RunstoreError:
+                continue
+        return ids
+
+    def _rebuild(self) -> int:
+        records = []
+        for run_id in self._run_dirs():
+            try:
+                manifest = self._read_snapshot(run_id, layout.MANIFEST, RunManifest)
+                state = self._read_snapshot(run_id, layout.STATE, RunState)
+                summary = self._read_snapshot(run_id, layout.SUMMARY, RunSummary)
+            except RunstoreError:
+                continue
+            if manifest is not None and state is not None:
+                records.append(RunRecord.build(manifest, state, summary))
+        self._index.replace_all(records)
+        return len(records)
+
+    async def rebuild_index(self) -> int:
+        return self._rebuild()
+
+    async def delete_run(self, run_id: str) -> None:
+        self._index.delete(run_id)
+        try:
+            fd = os.open(run_id, DIR_FLAGS, dir_fd=self._root_fd)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise translate(exc, f"cannot delete run {run_id!r}", run_id=run_id) from exc
+        with opened(fd):
+            _remove_tree_contents(fd)
+        try:
+            os.rmdir(run_id, dir_fd=self._root_fd)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise translate(exc, f"cannot delete run {run_id!r}", run_id=run_id) from exc
+
+    # -- logs -----------------------------------------------------------------
+
+    async def open_writer(
+        self, run_id: str, stream: str, *, durability: Durability | None = None
+    ) -> StreamWriter:
+        with self._run_dir(run_id) as run_fd:
+            return LocalStreamWriter(
+                run_fd, stream + layout.STREAM_SUFFIX, run_id, stream, durability or "flush"
+            )
+
+    async def read_bytes(self, run_id: str, stream: str, offset: int = 0) -> AsyncIterator[bytes]:
+        name = stream + layout.STREAM_SUFFIX
+        with self._run_dir(run_id) as run_fd:
+            try:
+                fd = os.open(name, READ_FLAGS, dir_fd=run_fd)
+            except FileNotFoundError:
+                return
+            except OSError as exc:
+                raise translate(
+                    exc, f"cannot read {name} of run {run_id!r}", run_id=run_id
+                ) from exc
+        with opened(fd):
+            position = offset
+            while True:
+                chunk = os.pread(fd, _CHUNK, position)
+                if not chunk:
+                    return
+                position += len(chunk)
+                yield chunk
+
+    async def list_streams(self, run_id: str) -> list[str]:
+        with self._run_dir(run_id) as run_fd:
+            names = os.listdir(run_fd)
+        suffix = layout.STREAM_SUFFIX
+        return sorted(n[: -len(suffix)] for n in names if n.endswith(suffix))
+
+    # -- artifacts --------------------------------------------------------------
+
+    def _artifact_parent(self, run_fd: int, name: str, *, create: bool) -> tuple[int, str]:
+        *dirs, leaf = name.split("/")
+        return open_dir(run_fd, [layout.ARTIFACTS_DIR, *dirs], create=create), leaf
+
+    async def put(self, run_id: str, name: str, source: ArtifactSource) -> StoredArtifact:
+        what = f"artifact {name!r} of run {run_id!r}"
+        tmp = temp_name("artifact")
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            fd = os.open(tmp, CREATE_FLAGS, 0o644, dir_fd=self._tmp_fd)
+        except OSError as exc:
+            raise translate(exc, f"cannot store {what}", run_id=run_id, name=name) from exc
+        try:
+            with opened(fd):
+                if isinstance(source, bytes):
+                    digest.update(source)
+                    write_all(fd, source)
+                    size = len(source)
+                else:
+                    async for chunk in source:
+                        digest.update(chunk)
+                        write_all(fd, chunk)
+                        size += len(chunk)
+                os.fsync(fd)
+            sha256 = digest.hexdigest()
+            with self._run_dir(run_id) as run_fd:
+                parent, leaf = self._artifact_parent(run_fd, name, create=True)
+                with opened(parent):
+                    try:
+                        # link(2) never replaces: the atomic write-once create.
+                        os.link(
+                            tmp,
+                            leaf,
+                            src_dir_fd=self._tmp_fd,
+                            dst_dir_fd=parent,
+                            follow_symlinks=False,
+                        )
+                    except FileExistsError:
+                        if _hash_file(parent, leaf, what) != sha256:
+                            raise ConflictError(
+                                f"{what} already exists with different bytes; artifacts are "
+                                "immutable, store the new version under a new name",
+                                details={"run_id": run_id, "name": name},
+                            ) from None
+                        return StoredArtifact(sha256=sha256, size=size, created=False)
+                    fsync_dir(parent)
+            return StoredArtifact(sha256=sha256, size=size, created=True)
+        except OSError as exc:
+            raise translate(exc, f"cannot store {what}", run_id=run_id, name=name) from exc
+        finally:
+            try:
+                os.unlink(tmp, dir_fd=self._tmp_fd)
+            except OSError:
+                pass
+
+    async def read_chunks(self, run_id: str, name: str) -> AsyncIterator[bytes]:
+        what = f"artifact {name!r} of run {run_id!r}"
+        with self._run_dir(run_id) as run_fd:
+            try:
+                parent, leaf = self._artifact_parent(run_fd, name, create=False)
+                with opened(parent):
+                    fd = os.open(leaf, READ_FLAGS, dir_fd=parent)
+            except OSError as exc:
+                error = translate(exc, what, run_id=run_id, name=name)
+                if isinstance(error, ConflictError):  # a directory part is a file
+                    error = NotFoundError(f"{what}: not found", details=error.details)
+                raise error from exc
+        with opened(fd):
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise NotFoundError(f"{what}: not found (a directory)", details={"name": name})
+            while chunk := os.read(fd, _CHUNK):
+                yield chunk
+
+
+def _hash_file(dir_fd: int, name: str, what: str) -> str:
+    try:
+        fd = os.open(name, READ_FLAGS, dir_fd=dir_fd)
+    except OSError as exc:
+        raise translate(exc, what) from exc
+    with opened(fd):
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConflictError(
+                f"{what}: the name is a directory of other artifacts", details={"name": name}
+            )
+        digest = hashlib.sha256()
+        while chunk := os.read(fd, _CHUNK):
+            digest.update(chunk)
+        return digest.hexdigest()
+
+
+def _remove_tree_contents(dir_fd: int) -> None:
+    """Remove everything below ``dir_fd`` without following links."""
+    for entry in os.listdir(dir_fd):
+        info = os.stat(entry, dir_fd=dir_fd, follow_symlinks=False)
+        if stat.S_ISDIR(info.st_mode):
+            child = os.open(entry, DIR_FLAGS, dir_fd=dir_fd)
+            with opened(child):
+                _remove_tree_contents(child)
+            os.rmdir(entry, dir_fd=dir_fd)
+        else:
+            os.unlink(entry, dir_fd=dir_fd)
+
+
+__all__ = ["LocalBackend"]

@@ -1,0 +1,138 @@
+"""Safe file-system primitives: no symlink is ever followed below the store root.
+
+Every path below the root is reached by walking directory file descriptors
+with ``O_NOFOLLOW``, so a symlink planted at a run, artifact or temp path is
+refused instead of followed out of the store.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Final
+
+from runstore.errors import (
+    AlreadyExistsError,
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    PermissionDeniedError,
+    RunstoreError,
+    StorageIOError,
+)
+
+DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+READ_FLAGS: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+CREATE_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+_counter = itertools.count()
+_counter_lock = threading.Lock()
+
+
+def translate(exc: OSError, what: str, **details: object) -> RunstoreError:
+    """The typed runstore error for an OS error raised while doing ``what``."""
+    info = {**details, "errno": errno.errorcode.get(exc.errno or 0, str(exc.errno))}
+    code = exc.errno
+    if code == errno.ENOENT:
+        return NotFoundError(f"{what}: not found", details=info)
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return PermissionDeniedError(
+            f"{what}: permission denied ({exc.strerror}); check the store directory's permissions",
+            details=info,
+        )
+    if code == errno.EEXIST:
+        return AlreadyExistsError(f"{what}: already exists", details=info)
+    if code == errno.ELOOP:
+        return InvalidInputError(
+            f"{what}: a symbolic link is in the way; runstore never follows links inside a store",
+            details=info,
+        )
+    if code in (errno.ENOTDIR, errno.EISDIR):
+        return ConflictError(
+            f"{what}: a file and a directory of the same name collide", details=info
+        )
+    return StorageIOError(
+        f"{what}: {exc.strerror or exc}; nothing was acknowledged, retry once the "
+        "file system is healthy",
+        details=info,
+    )
+
+
+def temp_name(stem: str) -> str:
+    """A temp file name unique to this process and call (never inside a run's tree)."""
+    with _counter_lock:
+        n = next(_counter)
+    return f"{stem}.{os.getpid()}.{threading.get_ident()}.{n}.tmp"
+
+
+@contextmanager
+def opened(fd: int) -> Iterator[int]:
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def open_dir(parent_fd: int, parts: list[str], *, create: bool = False) -> int:
+    """Walk ``parts`` below ``parent_fd`` without following links; return the final dir fd."""
+    fd = os.dup(parent_fd)
+    try:
+        for part in parts:
+            if create:
+                try:
+                    os.mkdir(part, 0o755, dir_fd=fd)
+                except FileExistsError:
+                    pass
+            child = os.open(part, DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    """``os.write`` until every byte is written (regular files may write short)."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def fsync_dir(dir_fd: int) -> None:
+    os.fsync(dir_fd)
+
+
+def atomic_write(dir_fd: int, name: str, data: bytes, tmp_fd: int) -> None:
+    """Replace ``name`` in ``dir_fd`` with ``data``: temp + fsync + rename + fsync dir.
+
+    A reader sees the old or the new file, never a partial one.
+    """
+    tmp = temp_name(name)
+    fd = os.open(tmp, CREATE_FLAGS, 0o644, dir_fd=tmp_fd)
+    try:
+        with opened(fd):
+            write_all(fd, data)
+            os.fsync(fd)
+        os.replace(tmp, name, src_dir_fd=tmp_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        try:
+            os.unlink(tmp, dir_fd=tmp_fd)
+        except OSError:
+            pass
+        raise
+    fsync_dir(dir_fd)
+
+
+def read_file(dir_fd: int, name: str) -> bytes:
+    fd = os.open(name, READ_FLAGS, dir_fd=dir_fd)
+    with opened(fd):
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)

@@ -1,0 +1,152 @@
+"""Append-only JSONL streams on a local file.
+
+Durability policies:
+
+``flush`` (default)
+    each record is one ``write(2)`` on an ``O_APPEND`` descriptor before
+    ``append`` returns: another process can read it at once and a crash of
+    the writer (even ``kill -9``) cannot lose it; a power cut can.
+``fsync``
+    ``append`` returns after ``fdatasync``. Concurrent producers share one
+    sync (group commit): async producers through :meth:`LocalStreamWriter.commit`,
+    threads of the sync API through :meth:`LocalStreamWriter.commit_sync`.
+
+A writer holds an exclusive ``flock`` on its file, so two writers never
+interleave one stream. On open it repairs a torn last line (a write cut
+short by a crash) by truncating it: those bytes were never acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import threading
+
+from runstore.backends import Durability, StreamWriter
+from runstore.errors import ConflictError, UnsupportedError
+from runstore_local.fs import translate, write_all
+
+APPEND_FLAGS = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+_TAIL_PROBE = 1 << 16
+
+
+def repair_torn_tail(fd: int) -> int:
+    """Truncate bytes after the last newline; return the repaired size."""
+    size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return size
+    end = size
+    while end > 0:
+        start = max(0, end - _TAIL_PROBE)
+        block = os.pread(fd, end - start, start)
+        newline = block.rfind(b"\n")
+        if newline >= 0:
+            keep = start + newline + 1
+            break
+        end = start
+    else:
+        keep = 0
+    os.ftruncate(fd, keep)
+    return keep
+
+
+class LocalStreamWriter(StreamWriter):
+    def __init__(
+        self, dir_fd: int, name: str, run_id: str, stream: str, durability: Durability
+    ) -> None:
+        if durability not in ("flush", "fsync"):
+            raise UnsupportedError(
+                f"the local backend offers durability 'flush' or 'fsync', not {durability!r}",
+                details={"durability": durability},
+            )
+        self.durability = durability
+        self._what = f"stream {stream!r} of run {run_id!r}"
+        try:
+            fd = os.open(name, APPEND_FLAGS, 0o644, dir_fd=dir_fd)
+        except OSError as exc:
+            raise translate(exc, f"cannot open {self._what}", run_id=run_id, stream=stream) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ConflictError(
+                f"{self._what} is being written by another writer; one writer per run",
+                details={"run_id": run_id, "stream": stream},
+            ) from None
+        try:
+            self._size = repair_torn_tail(fd)
+        except OSError as exc:
+            os.close(fd)
+            raise translate(
+                exc, f"cannot repair {self._what}", run_id=run_id, stream=stream
+            ) from exc
+        self._fd = fd
+        self._lock = threading.Lock()
+        self._fsync = durability == "fsync"
+        self._written = 0  # writes handed to the OS
+        self._synced = 0  # writes known to be on stable storage
+        self._inflight: asyncio.Future[None] | None = None
+        self._sync_lock = threading.Lock()
+
+    def write(self, data: bytes) -> bool:
+        with self._lock:
+            if self._fd < 0:
+                raise ConflictError(f"{self._what} is closed; appends are refused")
+            try:
+                written = os.write(self._fd, data)
+                if written != len(data):
+                    write_all(self._fd, memoryview(data)[written:])
+            except OSError as exc:
+                self._undo_partial()
+                raise translate(exc, f"cannot append to {self._what}") from exc
+            self._size += len(data)
+            self._written += 1
+        return not self._fsync
+
+    def _undo_partial(self) -> None:
+        # A failed write may have left part of a line on disk: cut it off so the
+        # next record is not glued to it. If even that fails, the next writer's
+        # torn-tail repair will.
+        try:
+            os.ftruncate(self._fd, self._size)
+        except OSError:
+            pass
+
+    def commit_sync(self) -> bool:
+        if not self._fsync:
+            return True
+        wanted = self._written
+        with self._sync_lock:
+            if self._synced >= wanted:
+                return True
+            batch = self._written
+            try:
+                os.fdatasync(self._fd)
+            except OSError as exc:
+                raise translate(exc, f"cannot sync {self._what}") from exc
+            self._synced = max(self._synced, batch)
+        return True
+
+    async def commit(self) -> None:
+        if not self._fsync:
+            return
+        wanted = self._written
+        while self._synced < wanted:
+            if self._inflight is None:
+                self._inflight = asyncio.ensure_future(self._sync_batch())
+            await asyncio.shield(self._inflight)
+
+    async def _sync_batch(self) -> None:
+        try:
+            await asyncio.to_thread(self.commit_sync)
+        finally:
+            self._inflight = None
+
+    async def close(self) -> None:
+        if self._fd < 0:
+            return
+        await self.commit()
+        with self._lock:
+            os.close(self._fd)
+            self._fd = -1
