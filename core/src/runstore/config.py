@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import re
 from typing import Any, Final
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from runstore.backends import BackendSpec, Target
 from runstore.errors import BackendNotFoundError, InvalidInputError
@@ -84,7 +84,8 @@ def parse_target(url: str, options: dict[str, Any] | None = None) -> tuple[str |
                 f"invalid file URL {url!r}: use file:///absolute/path",
                 details={"url": url},
             )
-        path = os.path.abspath(parts.path or "/")
+        # file URLs percent-encode (Path.as_uri() turns ' ' into %20): decode.
+        path = os.path.abspath(unquote(parts.path) or "/")
     else:
         path = f"{parts.netloc}{parts.path}"
     return forced, Target(url=base, scheme=scheme, path=path, options=merged)
