@@ -59,10 +59,11 @@ class Plugins:
         try:
             pm.check_pending()
         except pluggy.PluginValidationError as exc:
+            name = _display_name(pm, exc.plugin)
             raise PluginError(
-                f"plugin {pm.get_name(exc.plugin)!r} implements an unknown hook: {exc}; "
+                f"plugin {name!r} implements an unknown hook: {exc}; "
                 "check the spelling against runstore.hookspecs",
-                details={"plugin": pm.get_name(exc.plugin)},
+                details={"plugin": name},
             ) from exc
         self._pm = pm
         self._backends: dict[str, BackendSpec] | None = None
@@ -73,7 +74,7 @@ class Plugins:
 
     def names(self) -> list[str]:
         """Names of the registered plugins (entry-point names for installed ones)."""
-        return sorted(n for n, _ in self._pm.list_name_plugin() if n is not None)
+        return sorted(n for n, p in self._pm.list_name_plugin() if p is not None)  # not blocked
 
     def distribution_of(self, plugin_name: str) -> str | None:
         for plugin, dist in self._pm.list_plugin_distinfo():
@@ -87,9 +88,12 @@ class Plugins:
         try:
             self._pm.check_pending()
         except pluggy.PluginValidationError as exc:
+            name = _display_name(self._pm, plugin)
             self._pm.unregister(plugin)
             raise PluginError(
-                f"plugin implements an unknown hook: {exc}", details={"plugin": repr(plugin)}
+                f"plugin {name!r} implements an unknown hook: {exc}; "
+                "check the spelling against runstore.hookspecs",
+                details={"plugin": name},
             ) from exc
 
     def backends(self) -> dict[str, BackendSpec]:
@@ -118,12 +122,24 @@ class Plugins:
 
     def _notify(self, hook: str, **kwargs: Any) -> None:
         caller = getattr(self._pm.hook, hook)
-        if not caller.get_hookimpls():
+        impls = caller.get_hookimpls()
+        if any(impl.hookwrapper or impl.wrapper for impl in impls):
+            try:
+                caller(**kwargs)
+            except Exception:
+                _log.exception("runstore observer failed in %s; the store is unaffected", hook)
             return
-        try:
-            caller(**kwargs)
-        except Exception:
-            _log.exception("runstore observer failed in %s; the store is unaffected", hook)
+        # One call per observer, in pluggy's order (it calls the list reversed):
+        # a failing observer must not hide the event from the others.
+        for impl in reversed(impls):
+            try:
+                impl.function(*[kwargs[arg] for arg in impl.argnames])
+            except Exception:
+                _log.exception(
+                    "runstore observer %r failed in %s; the store is unaffected",
+                    _display_name(self._pm, impl.plugin),
+                    hook,
+                )
 
     def run_created(self, manifest: RunManifest, state: RunState) -> None:
         self._notify("runstore_run_created", manifest=manifest, state=state)
@@ -141,3 +157,11 @@ class Plugins:
 
     def run_finished(self, summary: RunSummary) -> None:
         self._notify("runstore_run_finished", summary=summary)
+
+
+def _display_name(pm: pluggy.PluginManager, plugin: object) -> str:
+    """The plugin's registered name, or its class name for an unnamed object."""
+    name = pm.get_name(plugin)
+    if name is None or name == str(id(plugin)):
+        return type(plugin).__qualname__
+    return name
