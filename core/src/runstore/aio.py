@@ -15,6 +15,7 @@ import hashlib
 import mimetypes
 import os
 import re
+import weakref
 from collections.abc import AsyncIterable, AsyncIterator, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -176,6 +177,7 @@ class AsyncStore:
         self._backends = _build_backends(self.plugins, self.url, routes or {}, dict(options or {}))
         self.durability = durability
         self.heartbeat_interval = heartbeat_interval
+        self._live: weakref.WeakSet[AsyncRun] = weakref.WeakSet()
 
     @property
     def state_backend(self) -> StateBackend:
@@ -204,6 +206,9 @@ class AsyncStore:
         await self.aclose()
 
     async def aclose(self) -> None:
+        """Release open runs (their records stay durable; they stay unfinished) and backends."""
+        for run in list(self._live):
+            await run._release()
         await self._backends.aclose()
 
     # -- writing --------------------------------------------------------------
@@ -272,6 +277,24 @@ class AsyncStore:
                 continue
             return manifest, state
         raise ConflictError(f"could not claim a run id with prefix {prefix!r} after 10000 tries")
+
+    async def resume_run(self, run_id: str) -> AsyncRun:
+        """Reopen a run that is not finished (its writer died or handed over) for writing.
+
+        Counts for the summary are rebuilt from the stored streams, and each
+        stream's torn tail (a write cut short by a crash) is repaired when the
+        stream is next written. A finished run raises
+        :class:`~runstore.errors.ConflictError`.
+        """
+        view = await self.get_run(run_id)
+        if view.state.status in ("succeeded", "failed", "cancelled"):
+            raise ConflictError(
+                f"run {run_id!r} has finished ({view.state.status}); it cannot be resumed",
+                details={"run_id": run_id, "status": view.state.status},
+            )
+        run = AsyncRun(self, view.manifest, view.state)
+        await run._restore(view)
+        return run
 
     # -- reading --------------------------------------------------------------
 
@@ -372,6 +395,7 @@ class AsyncRun:
         self._artifacts: dict[str, ArtifactRef] = {}
         self._state_lock: asyncio.Lock | None = None
         self._heartbeat: asyncio.Task[None] | None = None
+        store._live.add(self)
 
     def __repr__(self) -> str:
         return f"<AsyncRun {self.run_id!r} {self._state.status}>"
@@ -431,8 +455,11 @@ class AsyncRun:
         if self._state.status != "created":
             return
         await self._write_state(status="running", started_at=utcnow())
+        self._start_heartbeat()
+
+    def _start_heartbeat(self) -> None:
         interval = self.store.heartbeat_interval
-        if interval > 0:
+        if interval > 0 and self._heartbeat is None:
             self._heartbeat = asyncio.get_running_loop().create_task(self._beat(interval))
 
     async def _beat(self, interval: float) -> None:
@@ -566,6 +593,34 @@ class AsyncRun:
         self.store.plugins.artifact_stored(ref)
         return ref
 
+    async def _release(self) -> None:
+        """Stop the heartbeat and close the stream writers (records stay durable)."""
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+            self._heartbeat = None
+        writers, self._writers = self._writers, {}
+        for stream, writer in writers.items():
+            await writer.close()
+            self.store.plugins.stream_flushed(self.run_id, stream, self._counts.get(stream, 0))
+        self.store._live.discard(self)
+
+    async def _restore(self, view: AsyncRunView) -> None:
+        """Rebuild counters from what is stored (for a resumed run)."""
+        for stream in await view.streams():
+            if stream == ARTIFACTS_STREAM:
+                for ref in await view.artifacts():
+                    self._artifacts[ref.name] = ref
+                    self._count(stream, ref)
+                continue
+            async for batch in view.read_batches(stream):
+                for record in batch:
+                    self._count(stream, record)
+        if self._state.status in ("created", "crashed"):
+            await self._write_state(status="running", started_at=self._state.started_at or utcnow())
+        self._start_heartbeat()
+
     # -- finishing ------------------------------------------------------------
 
     async def finish(
@@ -578,13 +633,7 @@ class AsyncRun:
             raise InvalidInputError(
                 f"a run finishes as succeeded, failed, cancelled or crashed, not {status!r}"
             )
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeat
-        for stream, writer in list(self._writers.items()):
-            await writer.close()
-            self.store.plugins.stream_flushed(self.run_id, stream, self._counts.get(stream, 0))
+        await self._release()
         await self.store.log_backend.finalize(self.run_id)
         finished = utcnow()
         started = self._state.started_at or self._state.created_at

@@ -127,6 +127,10 @@ class Store:
         )
         return Run(arun, self._portal)
 
+    def resume_run(self, run_id: str) -> Run:
+        """Reopen an unfinished run for writing; see :meth:`runstore.aio.AsyncStore.resume_run`."""
+        return Run(self._portal.call(self.aio.resume_run(run_id)), self._portal)
+
     def get_run(self, run_id: str) -> RunView:
         """Open a run for reading. Raises :class:`~runstore.errors.NotFoundError`."""
         return RunView(self._portal.call(self.aio.get_run(run_id)), self._portal)

@@ -48,6 +48,7 @@ from runstore_local.fs import (
     atomic_write,
     fsync_dir,
     open_dir,
+    open_run_dir,
     opened,
     read_file,
     temp_name,
@@ -104,7 +105,7 @@ class LocalBackend(StateBackend, LogBackend, ArtifactBackend):
     @contextmanager
     def _run_dir(self, run_id: str) -> Iterator[int]:
         try:
-            fd = os.open(run_id, DIR_FLAGS, dir_fd=self._root_fd)
+            fd = open_run_dir(self._root_fd, run_id)
         except OSError as exc:
             error = translate(exc, f"run {run_id!r}", run_id=run_id)
             if isinstance(error, NotFoundError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import itertools
 import os
+import stat
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -87,13 +88,31 @@ def open_dir(parent_fd: int, parts: list[str], *, create: bool = False) -> int:
                     os.mkdir(part, 0o755, dir_fd=fd)
                 except FileExistsError:
                     pass
-            child = os.open(part, DIR_FLAGS, dir_fd=fd)
+            try:
+                child = os.open(part, DIR_FLAGS, dir_fd=fd)
+            except NotADirectoryError:
+                _refuse_link(fd, part)
+                raise
             os.close(fd)
             fd = child
     except BaseException:
         os.close(fd)
         raise
     return fd
+
+
+def _refuse_link(dir_fd: int, name: str) -> None:
+    """Raise ELOOP if ``name`` is a symlink (``O_DIRECTORY|O_NOFOLLOW`` says ENOTDIR)."""
+    if stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+        raise OSError(errno.ELOOP, "symbolic link refused", name)
+
+
+def open_run_dir(root_fd: int, run_id: str) -> int:
+    try:
+        return os.open(run_id, DIR_FLAGS, dir_fd=root_fd)
+    except NotADirectoryError:
+        _refuse_link(root_fd, run_id)
+        raise
 
 
 def write_all(fd: int, data: bytes | memoryview) -> None:
