@@ -1,0 +1,860 @@
+"""The ``runstore`` command line: look at runs from a terminal or a script.
+
+Every command opens the store named by ``--store URL`` (or ``$RUNSTORE_URL``,
+default ``./runs``) through the public API, so it works on any backend.
+
+Conventions every command follows (and a new one should too):
+
+* exit status 0 on success, 1 when runstore reports an error (or, for checking
+  commands, finds a difference), 2 for a usage error (click's own);
+* a :class:`~runstore.errors.RunstoreError` becomes one line on stderr, or
+  ``{"error": {"code", "message", "details"}}`` on stdout with ``--json``;
+  never a traceback;
+* read commands take ``--json`` (:func:`json_option`) and print one JSON
+  document (``tail`` prints JSON Lines);
+* ``--help`` shows at least one example.
+
+The module is laid out so that a command stays a few lines long:
+
+1. :class:`CliContext`: per-invocation state (the lazily opened store, the
+   ``--json`` flag, the consoles); commands receive it through :data:`pass_cli`.
+2. Rendering helpers: the only place that formats models as tables, panels
+   and JSON.
+3. :class:`RunstoreGroup`: turns errors into exit codes.
+4. The commands, one function each, registered on :func:`cli`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shlex
+import sys
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from importlib import metadata
+from typing import TYPE_CHECKING, Any, BinaryIO, Final, TypeVar, get_args
+
+import click
+import orjson
+from click.core import ParameterSource
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.panel import Panel
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from runstore import __version__
+from runstore.backends import BackendSpec
+from runstore.config import DEFAULT_STORE, STORE_ENV, parse_target, select_backend
+from runstore.demo import DEFAULT_INSTANCES, DEFAULT_SEED, run_demo
+from runstore.errors import NotFoundError, RunstoreError
+from runstore.models import (
+    TERMINAL_STATUSES,
+    ArtifactRef,
+    RunManifest,
+    RunRecord,
+    RunState,
+    RunStatus,
+    RunSummary,
+)
+from runstore.plugins import Plugins
+from runstore.store import RunView, Store
+
+__all__ = ["CliContext", "cli", "json_option", "main", "pass_cli"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_OK: Final = 0
+EXIT_FAILURE: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_INTERRUPTED: Final = 130
+
+RUN_STATUSES: Final = get_args(RunStatus)
+
+
+# -- 1. per-invocation context ------------------------------------------------------
+
+
+@dataclass
+class CliContext:
+    """What one ``runstore`` invocation shares between the group and its command."""
+
+    store_url: str = DEFAULT_STORE
+    store_from_command_line: bool = False
+    json: bool = False
+    out: Console = field(default_factory=lambda: Console(highlight=False))
+    err: Console = field(default_factory=lambda: Console(stderr=True, highlight=False))
+    _store: Store | None = None
+
+    @property
+    def store(self) -> Store:
+        """The store, opened on first use (so ``--help`` and ``backends`` never touch it)."""
+        if self._store is None:
+            from runstore.store import open as open_store
+
+            self._store = open_store(self.store_url)
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            store, self._store = self._store, None
+            store.close()
+
+    def command_hint(self, *args: str) -> str:
+        """A ``runstore ...`` command line the user can paste, with ``--store`` if they gave one."""
+        words = ["runstore"]
+        if self.store_from_command_line:
+            words += ["--store", self.store_url]
+        return shlex.join([*words, *args])
+
+
+pass_cli = click.make_pass_decorator(CliContext, ensure=True)
+
+
+def json_option(f: F) -> F:
+    """Add ``--json``: machine-readable output, and errors as ``{"error": {...}}``."""
+
+    def remember(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+        if value:
+            ctx.ensure_object(CliContext).json = True
+
+    return click.option(
+        "--json",
+        is_flag=True,
+        expose_value=False,
+        callback=remember,
+        help="Print machine-readable JSON instead of tables.",
+    )(f)
+
+
+# -- 2. rendering helpers -----------------------------------------------------------
+
+_STATUS_STYLES: Final = {
+    "created": "dim",
+    "running": "yellow",
+    "succeeded": "green",
+    "failed": "red",
+    "cancelled": "magenta",
+    "crashed": "bold red",
+}
+
+
+def binary_stdout() -> BinaryIO:
+    """stdout for raw bytes (after flushing any text written so far)."""
+    sys.stdout.flush()
+    return sys.stdout.buffer
+
+
+def emit_json(data: Any) -> None:
+    """Print one JSON document on stdout."""
+    click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+
+
+def emit_json_line(data: Any) -> None:
+    """Print one JSON Lines record on stdout."""
+    click.echo(orjson.dumps(data).decode())
+
+
+def status_text(status: str) -> Text:
+    return Text(status, style=_STATUS_STYLES.get(status, ""))
+
+
+def fmt_time(value: datetime | None) -> str:
+    return "-" if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def fmt_duration(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    if ms < 1000:
+        return f"{ms} ms"
+    seconds = ms / 1000
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"
+
+
+def fmt_bytes(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def fmt_pass_rate(rate: float | None, passed: int | None, failed: int | None) -> str:
+    if rate is None:
+        return "-"
+    return f"{rate:.1%} {passed}/{(passed or 0) + (failed or 0)}"
+
+
+def fmt_value(value: Any) -> str:
+    """A compact, unambiguous rendering of a JSON value for tables."""
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, datetime):
+        return fmt_time(value)
+    return orjson.dumps(value).decode()
+
+
+def key_values(rows: Iterable[tuple[str, RenderableType | str]]) -> Table:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+    for key, value in rows:
+        grid.add_row(key, Text(value) if isinstance(value, str) else value)
+    return grid
+
+
+def runs_table(records: Sequence[RunRecord]) -> Table:
+    # One space between columns: the table fits 80 columns (pipes, CI logs).
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=0)
+    table.add_column("run id", no_wrap=True, style="cyan")
+    table.add_column("status", no_wrap=True)
+    table.add_column("sut", min_width=3, overflow="fold")
+    table.add_column("created (UTC)", no_wrap=True)
+    table.add_column("pass rate", justify="right", no_wrap=True)
+    table.add_column("duration", justify="right", no_wrap=True)
+    for r in records:
+        table.add_row(
+            Text(r.run_id),
+            status_text(r.status),
+            Text(r.sut_name or "-"),
+            fmt_time(r.created_at).rstrip("Z"),
+            fmt_pass_rate(r.pass_rate, r.pass_count, r.fail_count),
+            fmt_duration(r.duration_ms),
+        )
+    return table
+
+
+def manifest_panel(manifest: RunManifest) -> Panel:
+    return Panel(
+        key_values(
+            [
+                ("sut", manifest.sut_name or "-"),
+                ("scenarios", ", ".join(manifest.scenario_ids or []) or "-"),
+                ("seed", fmt_value(manifest.seed)),
+                ("tags", ", ".join(manifest.tags) or "-"),
+                ("created", fmt_time(manifest.timestamp)),
+                ("config", fmt_value(manifest.config)),
+                ("correlation id", manifest.correlation_id or "-"),
+                ("runstore", manifest.runstore_version or "-"),
+            ]
+        ),
+        title="manifest",
+        title_align="left",
+        expand=False,
+    )
+
+
+def state_panel(state: RunState) -> Panel:
+    rows: list[tuple[str, RenderableType | str]] = [
+        ("status", status_text(state.status)),
+        ("revision", str(state.revision)),
+        ("created", fmt_time(state.created_at)),
+        ("started", fmt_time(state.started_at)),
+        ("finished", fmt_time(state.finished_at)),
+        ("heartbeat", fmt_time(state.heartbeat_at)),
+    ]
+    for name, phase in state.phases.items():
+        total = "?" if phase.total is None else str(phase.total)
+        message = f"  {phase.message}" if phase.message else ""
+        rows.append((f"phase {name}", f"{phase.status} {phase.completed}/{total}{message}"))
+    if state.error:
+        rows.append(("error", Text(state.error, style="red")))
+    return Panel(key_values(rows), title="state", title_align="left", expand=False)
+
+
+def summary_panel(summary: RunSummary | None) -> Panel:
+    if summary is None:
+        body: RenderableType = Text("not finished yet", style="dim")
+    else:
+        body = key_values(
+            [
+                ("status", status_text(summary.status)),
+                ("instances", str(summary.instance_count)),
+                ("passed", Text(str(summary.pass_count), style="green")),
+                (
+                    "failed",
+                    Text(str(summary.fail_count), style="red" if summary.fail_count else ""),
+                ),
+                (
+                    "pass rate",
+                    fmt_pass_rate(summary.pass_rate, summary.pass_count, summary.fail_count),
+                ),
+                ("duration", fmt_duration(summary.duration_ms)),
+                (
+                    "artifacts",
+                    f"{summary.artifact_count} ({fmt_bytes(summary.artifact_bytes)})",
+                ),
+            ]
+        )
+    return Panel(body, title="summary", title_align="left", expand=False)
+
+
+def streams_table(counts: dict[str, int]) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title="streams", title_justify="left")
+    table.add_column("stream", style="cyan")
+    table.add_column("records", justify="right")
+    for name, count in counts.items():
+        table.add_row(Text(name), str(count))
+    return table
+
+
+def artifacts_table(refs: Sequence[ArtifactRef], limit: int) -> Table:
+    shown = refs if limit == 0 else refs[:limit]
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        title=f"artifacts ({len(refs)})",
+        title_justify="left",
+        caption=(
+            f"{len(refs) - len(shown)} more: --artifacts 0 lists all"
+            if len(shown) < len(refs)
+            else None
+        ),
+        caption_justify="left",
+    )
+    table.add_column("name", style="cyan", overflow="fold")
+    table.add_column("kind", no_wrap=True)
+    table.add_column("size", justify="right", no_wrap=True)
+    table.add_column("sha256", no_wrap=True)
+    for ref in shown:
+        table.add_row(Text(ref.name), ref.kind, fmt_bytes(ref.size), ref.sha256[:12])
+    return table
+
+
+def backend_json(spec: BackendSpec) -> dict[str, Any]:
+    return {
+        "name": spec.name,
+        "schemes": list(spec.schemes),
+        "concerns": sorted(spec.concerns),
+        "fallback": spec.fallback,
+        "distribution": spec.distribution,
+        "description": spec.description,
+    }
+
+
+def backends_table(specs: Sequence[BackendSpec]) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title="backends", title_justify="left")
+    table.add_column("name", style="cyan", no_wrap=True)
+    table.add_column("schemes")
+    table.add_column("concerns")
+    table.add_column("distribution")
+    table.add_column("description")
+    for spec in specs:
+        schemes = ", ".join(f"{s}://" for s in spec.schemes) or "-"
+        if "file" in spec.schemes:
+            schemes += " (and plain paths)"
+        if spec.fallback:
+            schemes += " (and any other)"
+        table.add_row(
+            Text(spec.name),
+            Text(schemes),
+            ", ".join(sorted(spec.concerns)),
+            Text(spec.distribution or "-"),
+            Text(spec.description),
+        )
+    return table
+
+
+def plugins_table(installed: Sequence[PluginInfo]) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title="plugins", title_justify="left")
+    table.add_column("name", style="cyan", no_wrap=True)
+    table.add_column("distribution")
+    table.add_column("version")
+    for info in installed:
+        table.add_row(Text(info.name), Text(info.distribution or "(built in)"), info.version or "-")
+    return table
+
+
+def format_record(stream: str, record: Any) -> str:
+    """One record as a line for humans: log lines readable, anything else compact JSON."""
+    if stream == "logs" and isinstance(record, dict) and "message" in record:
+        rest = {k: v for k, v in record.items() if k not in ("ts", "level", "message")}
+        extras = " ".join(f"{k}={fmt_value(v)}" for k, v in rest.items())
+        line = f"{record.get('ts', '-')} {str(record.get('level', '-')).upper():<7} "
+        return f"{line}{record['message']}" + (f"  {extras}" if extras else "")
+    return orjson.dumps(record).decode()
+
+
+# -- 3. error handling --------------------------------------------------------------
+
+
+def report_error(cli_ctx: CliContext, exc: RunstoreError) -> None:
+    if cli_ctx.json:
+        emit_json({"error": exc.to_dict()})
+    else:
+        click.echo(f"{click.style('error:', fg='red', bold=True)} {exc.message}", err=True)
+
+
+class RunstoreGroup(click.Group):
+    """A group that turns runstore errors into exit status 1 and a one-line message."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RunstoreError as exc:
+            report_error(ctx.ensure_object(CliContext), exc)
+            ctx.exit(EXIT_FAILURE)
+        except KeyboardInterrupt:
+            ctx.exit(EXIT_INTERRUPTED)
+
+
+if TYPE_CHECKING:  # click >= 8.4 makes ParamType generic; older versions are not subscriptable
+    _DateTimeParam = click.ParamType[datetime]
+else:
+    _DateTimeParam = click.ParamType
+
+
+class TimeParam(_DateTimeParam):
+    """An ISO 8601 date or time (UTC unless it says otherwise), or an age like ``7d``."""
+
+    name = "TIME"
+    _AGE = re.compile(r"(\d+)([smhdw])")
+    _UNITS: Final = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, datetime):
+            return value
+        text = str(value).strip()
+        age = self._AGE.fullmatch(text)
+        if age:
+            delta = timedelta(**{self._UNITS[age.group(2)]: int(age.group(1))})
+            return datetime.now(UTC) - delta
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            self.fail(
+                f"{text!r} is not a time: use 2024-01-15, 2024-01-15T10:30:00+01:00 "
+                "or an age such as 30m, 12h, 7d, 2w",
+                param,
+                ctx,
+            )
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+# -- 4. commands --------------------------------------------------------------------
+
+CONTEXT_SETTINGS: Final = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.group(cls=RunstoreGroup, context_settings=CONTEXT_SETTINGS)
+@click.option(
+    "--store",
+    "store_url",
+    envvar=STORE_ENV,
+    default=DEFAULT_STORE,
+    show_default=True,
+    show_envvar=True,
+    metavar="URL",
+    help="Store to use: a path, file:///abs/path, s3://bucket/prefix, memory://name.",
+)
+@click.version_option(__version__, "-V", "--version", prog_name="runstore")
+@click.pass_context
+def cli(ctx: click.Context, store_url: str) -> None:
+    """Durable storage for test, simulation and pipeline runs.
+
+    \b
+    Examples:
+      runstore demo                       simulate a run into ./runs
+      runstore ls --status failed         list failed runs
+      runstore show run_20240115_001      everything about one run
+      runstore --store s3://bucket/runs ls
+    """
+    source = ctx.get_parameter_source("store_url")
+    cli_ctx = ctx.ensure_object(CliContext)
+    cli_ctx.store_url = store_url
+    cli_ctx.store_from_command_line = source is ParameterSource.COMMANDLINE
+    ctx.call_on_close(cli_ctx.close)
+
+
+@cli.command()
+@click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True, help="Random seed.")
+@click.option(
+    "--instances",
+    type=click.IntRange(min=0, max=100_000),
+    default=DEFAULT_INSTANCES,
+    show_default=True,
+    help="Number of test instances.",
+)
+@click.option("--run-id", metavar="ID", help="Run id (default: generated run_YYYYMMDD_NNN).")
+@json_option
+@pass_cli
+def demo(cli_ctx: CliContext, seed: int, instances: int, run_id: str | None) -> None:
+    """Simulate a Windtunnel run of an e-commerce system into the store.
+
+    The run (sut "ecommerce", scenarios checkout and refund) has instances
+    with steps, assertions, request/response artifacts and logs, all derived
+    from the seed: two runs with the same seed differ only in timestamps and
+    run id. Some instances fail, as a real suite's would.
+
+    \b
+    Examples:
+      runstore demo
+      runstore demo --seed 7 --instances 500 --run-id run_seed7
+      runstore --store /tmp/runs demo --json
+    """
+    store = cli_ctx.store
+    progress = Progress(
+        TextColumn("[bold]simulating[/] {task.fields[sut]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=cli_ctx.err,
+        disable=cli_ctx.json or not cli_ctx.err.is_terminal,
+    )
+    with progress:
+        task = progress.add_task("demo", total=instances, sut="ecommerce")
+        summary = run_demo(
+            store,
+            seed=seed,
+            instances=instances,
+            run_id=run_id,
+            progress=lambda done, _total: progress.update(task, completed=done),
+        )
+    if cli_ctx.json:
+        emit_json(summary.model_dump(mode="json"))
+        return
+    run = summary.run_id
+    cli_ctx.out.print(
+        Text.assemble("Run ", (run, "bold cyan"), f" stored in {store.url}"),
+    )
+    cli_ctx.out.print(summary_panel(summary))
+    hints = [
+        cli_ctx.command_hint("ls"),
+        cli_ctx.command_hint("show", run),
+        cli_ctx.command_hint("tail", run, "steps"),
+        cli_ctx.command_hint("cat", run, "inst_001/step_001_request.json")
+        if instances
+        else cli_ctx.command_hint("cat", run, "report.json"),
+    ]
+    cli_ctx.out.print(Panel(Text("\n".join(hints)), title="next", title_align="left", expand=False))
+
+
+@cli.command()
+@json_option
+@pass_cli
+def backends(cli_ctx: CliContext) -> None:
+    """List installed plugins and the backends they register.
+
+    Shows each backend's name, the URL schemes it claims ("file" covers plain
+    paths), the concerns it stores and the package that provides it, and
+    which backend the current --store would use.
+
+    \b
+    Examples:
+      runstore backends
+      runstore --store s3://bucket/runs backends --json
+    """
+    plugins = Plugins()
+    specs = sorted(plugins.backends().values(), key=lambda s: s.name)
+    try:
+        forced, target = parse_target(cli_ctx.store_url)
+        serving: str | None = select_backend(forced, target, plugins.backends()).name
+        problem = None
+    except RunstoreError as exc:
+        serving, problem = None, exc.message
+    installed = [PluginInfo.of(plugins, name) for name in plugins.names()]
+    if cli_ctx.json:
+        emit_json(
+            {
+                "store": {"url": cli_ctx.store_url, "backend": serving, "error": problem},
+                "plugins": [dataclasses.asdict(info) for info in installed],
+                "backends": [backend_json(spec) for spec in specs],
+            }
+        )
+        return
+    cli_ctx.out.print(backends_table(specs))
+    cli_ctx.out.print(plugins_table(installed))
+    where = Text.assemble("store ", (cli_ctx.store_url, "bold"), " -> ")
+    where.append(serving or f"no backend: {problem}", style="green" if serving else "red")
+    cli_ctx.out.print(where)
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """An installed plugin: its entry-point name and the package that provides it."""
+
+    name: str
+    distribution: str | None
+    version: str | None
+
+    @classmethod
+    def of(cls, plugins: Plugins, name: str) -> PluginInfo:
+        dist = plugins.distribution_of(name)
+        return cls(name=name, distribution=dist, version=_version(dist))
+
+
+def _version(distribution: str | None) -> str | None:
+    if distribution is None:
+        return None
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+@cli.command("ls")
+@click.option(
+    "--status",
+    multiple=True,
+    type=click.Choice(RUN_STATUSES),
+    help="Only runs with this status (repeatable: any of them).",
+)
+@click.option("--sut", "sut_name", metavar="NAME", help="Only runs of this system under test.")
+@click.option("--tag", "tags", multiple=True, help="Only runs with this tag (repeatable: all).")
+@click.option("--since", type=TimeParam(), help="Created at or after TIME (e.g. 2024-01-15, 7d).")
+@click.option("--until", type=TimeParam(), help="Created before TIME.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=50,
+    show_default=True,
+    help="At most this many runs (0: no limit).",
+)
+@click.option("--offset", type=click.IntRange(min=0), default=0, help="Skip this many runs.")
+@json_option
+@pass_cli
+def ls(
+    cli_ctx: CliContext,
+    *,
+    status: tuple[RunStatus, ...],
+    sut_name: str | None,
+    tags: tuple[str, ...],
+    since: datetime | None,
+    until: datetime | None,
+    limit: int,
+    offset: int,
+) -> None:
+    """List runs, newest first.
+
+    Times are ISO 8601 (UTC unless an offset is given) or an age: 30m, 12h,
+    7d, 2w. --json prints a JSON array of run index records.
+
+    \b
+    Examples:
+      runstore ls
+      runstore ls --status failed --status crashed --since 7d
+      runstore ls --sut ecommerce --tag nightly --limit 20 --offset 20
+      runstore ls --json | jq -r '.[].run_id'
+    """
+    records = cli_ctx.store.list_runs(
+        status=status or None,
+        sut_name=sut_name,
+        tags=tags or None,
+        created_after=since,
+        created_before=until,
+        limit=limit or None,
+        offset=offset,
+    )
+    if cli_ctx.json:
+        emit_json([r.model_dump(mode="json") for r in records])
+        return
+    if not records:
+        hint = "" if offset else f"; {cli_ctx.command_hint('demo')} creates one"
+        cli_ctx.out.print(f"no runs match in {cli_ctx.store_url}{hint}", markup=False)
+        return
+    cli_ctx.out.print(runs_table(records))
+    if limit and len(records) == limit:
+        more = cli_ctx.command_hint("ls", "--offset", str(offset + limit))
+        cli_ctx.out.print(f"showing {limit}; more may follow: {more}", style="dim", markup=False)
+
+
+@dataclass
+class RunDetails:
+    """What ``show`` reports about a run; rendered as panels or as JSON."""
+
+    view: RunView
+    streams: dict[str, int]
+    artifacts: list[ArtifactRef]
+
+    @classmethod
+    def collect(cls, view: RunView) -> RunDetails:
+        refs = view.artifacts()
+        finished = view.summary if view.state.status in TERMINAL_STATUSES else None
+        counts: dict[str, int] = {}
+        for stream in view.streams():
+            if stream == "artifacts":
+                counts[stream] = len(refs)
+            elif finished is not None and stream in finished.stream_counts:
+                counts[stream] = finished.stream_counts[stream]  # the writer's own count
+            else:  # live or unfinished run: count what is there now
+                counts[stream] = sum(1 for _ in view.read(stream))
+        return cls(view=view, streams=counts, artifacts=refs)
+
+    def to_json(self) -> dict[str, Any]:
+        view = self.view
+        return {
+            "run_id": view.run_id,
+            "manifest": view.manifest.model_dump(mode="json"),
+            "state": view.state.model_dump(mode="json"),
+            "summary": None if view.summary is None else view.summary.model_dump(mode="json"),
+            "streams": self.streams,
+            "artifacts": [ref.model_dump(mode="json") for ref in self.artifacts],
+        }
+
+
+@cli.command()
+@click.argument("run_id", metavar="RUN")
+@click.option(
+    "--artifacts",
+    "artifact_limit",
+    type=click.IntRange(min=0),
+    default=20,
+    show_default=True,
+    help="List at most this many artifacts (0: all). --json always lists all.",
+)
+@json_option
+@pass_cli
+def show(cli_ctx: CliContext, run_id: str, artifact_limit: int) -> None:
+    """Show one run: manifest, state, summary, streams and artifacts.
+
+    \b
+    Examples:
+      runstore show run_20240115_001
+      runstore show run_20240115_001 --artifacts 0
+      runstore show run_20240115_001 --json | jq .summary.pass_rate
+    """
+    details = RunDetails.collect(cli_ctx.store.get_run(run_id))
+    if cli_ctx.json:
+        emit_json(details.to_json())
+        return
+    view = details.view
+    title = Text.assemble(("run ", "bold"), (view.run_id, "bold cyan"), "  ")
+    title.append_text(status_text(view.state.status))
+    cli_ctx.out.print(
+        Group(
+            title,
+            manifest_panel(view.manifest),
+            state_panel(view.state),
+            summary_panel(view.summary),
+            streams_table(details.streams),
+            artifacts_table(details.artifacts, artifact_limit),
+        )
+    )
+
+
+@cli.command()
+@click.argument("run_id", metavar="RUN")
+@click.argument("stream")
+@click.option(
+    "-n",
+    "--lines",
+    type=click.IntRange(min=0),
+    default=10,
+    show_default=True,
+    help="Print the last N records (0: none, useful with -f).",
+)
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new records until the run ends.")
+@click.option(
+    "--poll-interval",
+    type=click.FloatRange(min=0.01),
+    default=0.5,
+    show_default=True,
+    metavar="SECONDS",
+    help="How often -f checks for new records.",
+)
+@json_option
+@pass_cli
+def tail(
+    cli_ctx: CliContext,
+    *,
+    run_id: str,
+    stream: str,
+    lines: int,
+    follow: bool,
+    poll_interval: float,
+) -> None:
+    """Print the last records of a stream; -f follows a live run until it finishes.
+
+    Streams: instances, steps, assertions, logs, artifacts and any user
+    stream (runstore show lists them). --json prints JSON Lines, one record
+    per line, exactly as stored.
+
+    \b
+    Examples:
+      runstore tail run_20240115_001 logs
+      runstore tail run_20240115_001 steps -n 50
+      runstore tail run_20240115_001 instances -n 0 -f
+      runstore tail run_20240115_001 assertions --json | jq 'select(.passed == false)'
+    """
+    view = cli_ctx.store.get_run(run_id)
+    if stream not in view.streams() and not (follow and not view.state.is_terminal):
+        have = ", ".join(view.streams()) or "none yet"
+        raise NotFoundError(
+            f"stream {stream!r} not found in run {run_id!r} (streams: {have})",
+            details={"run_id": run_id, "stream": stream},
+        )
+    emit: Callable[[Any], None] = (
+        emit_json_line if cli_ctx.json else lambda r: click.echo(format_record(stream, r))
+    )
+    last: deque[Any] = deque(maxlen=lines)
+    seen = 0
+    for record in view.read(stream):
+        last.append(record)
+        seen += 1
+    for record in last:
+        emit(record)
+    if follow:
+        for index, record in enumerate(view.read(stream, follow=True, poll_interval=poll_interval)):
+            if index >= seen:
+                emit(record)
+    torn = view.torn_tails.get(stream, 0)
+    if torn:
+        cli_ctx.err.print(
+            f"note: {torn} bytes of an unfinished last line were hidden "
+            "(the writer crashed mid-record or is writing it now)",
+            style="yellow",
+            markup=False,
+        )
+
+
+@cli.command("cat")
+@click.argument("run_id", metavar="RUN")
+@click.argument("name", metavar="ARTIFACT")
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Check the bytes against the stored sha256; exit 1 on a mismatch "
+    "(reported after the bytes were written).",
+)
+@pass_cli
+def cat(cli_ctx: CliContext, run_id: str, name: str, verify: bool) -> None:
+    """Write an artifact's bytes to stdout, streamed (large files never load whole).
+
+    \b
+    Examples:
+      runstore cat run_20240115_001 inst_001/step_001_request.json
+      runstore cat run_20240115_001 report.json | jq .failures
+      runstore cat run_20240115_001 export.tar.gz --verify > export.tar.gz
+    """
+    view = cli_ctx.store.get_run(run_id)
+    out = binary_stdout()
+    for chunk in view.open_artifact(name, verify=verify):
+        out.write(chunk)
+    out.flush()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point (``runstore``) and ``python -m runstore``."""
+    cli.main(args=None if argv is None else list(argv), prog_name="runstore")
