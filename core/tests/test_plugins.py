@@ -118,6 +118,12 @@ class Misspelled:
         """Misspelled on purpose: 'finised'."""
 
 
+class WrongArgument:
+    @runstore.hookimpl
+    def runstore_run_finished(self, summry: RunSummary) -> None:
+        """Misspelled argument: 'summry'."""
+
+
 def _write_one_run(store: runstore.Store) -> runstore.Run:
     with store.create_run(run_id="run_1") as run:
         run.append("instances", {"instance_id": "i1", "status": "passed"})
@@ -251,6 +257,24 @@ def test_misspelled_hook_fails_at_startup_naming_plugin_and_hook(url: str) -> No
     assert "Misspelled" in info.value.message
     assert "runstore_run_finised" in info.value.message
     assert info.value.details["plugin"] == "Misspelled"
+
+
+def test_hook_with_a_misspelled_argument_fails_at_startup_naming_plugin_and_argument(
+    url: str,
+) -> None:
+    with pytest.raises(PluginError) as info:
+        runstore.open(url, plugins=[WrongArgument()])
+    assert info.value.code == "plugin_error"
+    assert "WrongArgument" in info.value.message
+    assert "summry" in info.value.message
+
+
+def test_registering_one_observer_twice_is_a_plugin_error(url: str) -> None:
+    recorder = Recorder()
+    with pytest.raises(PluginError) as info:
+        runstore.open(url, plugins=[recorder, recorder])
+    assert info.value.code == "plugin_error"
+    assert "Recorder" in info.value.message
 
 
 def test_misspelled_hook_registered_later_is_refused_and_not_kept() -> None:

@@ -7,6 +7,7 @@ by their entry-point name.
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import os
 from collections.abc import Iterable
@@ -49,23 +50,19 @@ class Plugins:
             try:
                 pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
             except Exception as exc:
+                name = _failing_entry_point(pm, exc) or "<name>"
                 raise PluginError(
-                    f"a runstore plugin failed to load: {exc}; "
-                    f"reinstall it or block it with {DISABLE_ENV}=<name>",
-                    details={"error": repr(exc)},
+                    f"runstore plugin {name!r} failed to load: {exc}; "
+                    f"reinstall it or block it with {DISABLE_ENV}={name}",
+                    details={"plugin": name, "error": repr(exc)},
                 ) from exc
+        self._pm = pm
         for plugin in plugins:
-            pm.register(plugin)
+            self._register(plugin)
         try:
             pm.check_pending()
         except pluggy.PluginValidationError as exc:
-            name = _display_name(pm, exc.plugin)
-            raise PluginError(
-                f"plugin {name!r} implements an unknown hook: {exc}; "
-                "check the spelling against runstore.hookspecs",
-                details={"plugin": name},
-            ) from exc
-        self._pm = pm
+            raise _mismatch(pm, exc) from exc
         self._backends: dict[str, BackendSpec] | None = None
 
     @property
@@ -82,19 +79,27 @@ class Plugins:
                 return str(dist.project_name)
         return None
 
+    def _register(self, plugin: object) -> None:
+        try:
+            self._pm.register(plugin)
+        except pluggy.PluginValidationError as exc:
+            raise _mismatch(self._pm, exc) from exc
+        except ValueError as exc:  # the same object or name registered twice
+            name = _display_name(self._pm, plugin)
+            raise PluginError(
+                f"plugin {name!r} cannot be registered: {exc}; register each plugin once",
+                details={"plugin": name},
+            ) from exc
+
     def register(self, plugin: object) -> None:
         """Register an observer after start-up (validated immediately)."""
-        self._pm.register(plugin)
+        self._register(plugin)
         try:
             self._pm.check_pending()
         except pluggy.PluginValidationError as exc:
-            name = _display_name(self._pm, plugin)
+            error = _mismatch(self._pm, exc)
             self._pm.unregister(plugin)
-            raise PluginError(
-                f"plugin {name!r} implements an unknown hook: {exc}; "
-                "check the spelling against runstore.hookspecs",
-                details={"plugin": name},
-            ) from exc
+            raise error from exc
 
     def backends(self) -> dict[str, BackendSpec]:
         """Every registered backend by name (collected once)."""
@@ -160,8 +165,32 @@ class Plugins:
 
 
 def _display_name(pm: pluggy.PluginManager, plugin: object) -> str:
-    """The plugin's registered name, or its class name for an unnamed object."""
+    """The plugin's registered name, else its module or class name (never an id)."""
     name = pm.get_name(plugin)
     if name is None or name == str(id(plugin)):
-        return type(plugin).__qualname__
+        return str(getattr(plugin, "__name__", None) or type(plugin).__qualname__)
     return name
+
+
+def _mismatch(pm: pluggy.PluginManager, exc: pluggy.PluginValidationError) -> PluginError:
+    """A hook implementation that matches no hookspec (misspelled name or arguments)."""
+    name = _display_name(pm, exc.plugin)
+    return PluginError(
+        f"plugin {name!r} does not match runstore's hooks: {exc}; "
+        "check the hook names and arguments against runstore.hookspecs",
+        details={"plugin": name},
+    )
+
+
+def _failing_entry_point(pm: pluggy.PluginManager, exc: Exception) -> str | None:
+    """Which entry point failed to load (asked only after loading them failed)."""
+    for point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if pm.is_blocked(point.name):
+            continue
+        try:
+            loaded = point.load()
+        except Exception:
+            return point.name
+        if isinstance(exc, pluggy.PluginValidationError) and loaded is exc.plugin:
+            return point.name
+    return None
