@@ -1,0 +1,70 @@
+"""nox sessions: each package's tests in its own environment, plus lint, typecheck, bench.
+
+``make test`` is the everyday command (one shared .venv); nox proves each
+package installs and passes on its own, the way users install them.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.sessions = ["lint", "typecheck", "core", "local", "fsspec", "integration"]
+
+PYTHON = "3.11"
+TEST_DEPS = ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100"]
+
+
+@nox.session(python=PYTHON)
+def core(session: nox.Session) -> None:
+    """The core package alone: its tests against the memory backend."""
+    session.install("-e", "./core[testing]", *TEST_DEPS)
+    session.run("pytest", "core/tests", *session.posargs, env={"RUNSTORE_DISABLE_PLUGINS": ""})
+
+
+@nox.session(python=PYTHON)
+def local(session: nox.Session) -> None:
+    """runstore-local with the core it depends on."""
+    session.install("-e", "./core[testing]", "-e", "./plugins/runstore-local", *TEST_DEPS)
+    session.run("pytest", "plugins/runstore-local", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def fsspec(session: nox.Session) -> None:
+    """runstore-fsspec against a local moto S3 server, fsspec memory and file."""
+    session.install(
+        "-e",
+        "./core[testing]",
+        "-e",
+        "./plugins/runstore-fsspec[s3]",
+        "moto[server]>=5",
+        *TEST_DEPS,
+    )
+    session.run("pytest", "plugins/runstore-fsspec", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def integration(session: nox.Session) -> None:
+    """Cross-package tests: discovery, config selection, CLI, crash and fault tests."""
+    session.install("-r", "requirements-dev.txt")
+    session.run("pytest", "tests", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    session.install("ruff>=0.6")
+    session.run("ruff", "format", "--check", ".")
+    session.run("ruff", "check", ".")
+
+
+@nox.session(python=PYTHON)
+def typecheck(session: nox.Session) -> None:
+    session.install("-r", "requirements-dev.txt")
+    session.run("make", "typecheck", external=True)
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Benchmarks: each prints ratios against a raw baseline measured in the same run."""
+    session.install("-r", "requirements-dev.txt")
+    session.run("python", "benchmarks/append.py", "--fsync", *session.posargs)
