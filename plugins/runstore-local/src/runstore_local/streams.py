@@ -86,7 +86,8 @@ class LocalStreamWriter(StreamWriter):
         self._fsync = durability == "fsync"
         self._written = 0  # writes handed to the OS
         self._synced = 0  # writes known to be on stable storage
-        self._inflight: asyncio.Future[None] | None = None
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._syncing = False
         self._sync_lock = threading.Lock()
 
     def write(self, data: bytes) -> bool:
@@ -129,19 +130,61 @@ class LocalStreamWriter(StreamWriter):
         return True
 
     async def commit(self) -> None:
+        # Group commit: one fdatasync covers every write made before it started,
+        # and the next sync starts as soon as one finishes while anyone waits,
+        # so producers writing during a sync share the following one.
         if not self._fsync:
             return
-        wanted = self._written
-        while self._synced < wanted:
-            if self._inflight is None:
-                self._inflight = asyncio.ensure_future(self._sync_batch())
-            await asyncio.shield(self._inflight)
+        target = self._written
+        if self._synced >= target:
+            return
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        self._waiters.append((target, waiter))
+        if not self._syncing:
+            self._syncing = True
+            self._start_sync(loop)
+        await waiter
 
-    async def _sync_batch(self) -> None:
-        try:
-            await asyncio.to_thread(self.commit_sync)
-        finally:
-            self._inflight = None
+    def _start_sync(self, loop: asyncio.AbstractEventLoop) -> None:
+        done = loop.run_in_executor(None, self._sync_once)
+        done.add_done_callback(lambda future: self._synced_callback(loop, future))
+
+    def _sync_once(self) -> int:
+        batch = self._written
+        with self._sync_lock:
+            os.fdatasync(self._fd)
+            self._synced = max(self._synced, batch)
+        return batch
+
+    def _synced_callback(
+        self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[int]
+    ) -> None:
+        waiters, self._waiters = self._waiters, []
+        error = future.exception()
+        if error is not None:
+            self._syncing = False
+            failure = (
+                translate(error, f"cannot sync {self._what}")
+                if isinstance(error, OSError)
+                else error
+            )
+            for _, waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(failure)
+            return
+        batch = future.result()
+        for target, waiter in waiters:
+            if waiter.done():
+                continue
+            if target <= batch:
+                waiter.set_result(None)
+            else:
+                self._waiters.append((target, waiter))
+        if self._waiters:
+            self._start_sync(loop)
+        else:
+            self._syncing = False
 
     async def close(self) -> None:
         if self._fd < 0:
