@@ -1,0 +1,297 @@
+"""The sync API's lifecycle and every error a user can cause through it."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import runstore
+from runstore.errors import (
+    ConflictError,
+    CorruptError,
+    InvalidInputError,
+    NotFoundError,
+    UnsupportedError,
+)
+from runstore.memory import MemoryBackend
+from runstore.records import MAX_RECORD_BYTES
+
+_names = itertools.count()
+
+
+@pytest.fixture
+def url() -> str:
+    return f"memory://store-{os.getpid()}-{next(_names)}"
+
+
+@pytest.fixture
+def store(url: str) -> Iterator[runstore.Store]:
+    with runstore.open(url) as store:
+        yield store
+
+
+# -- lifecycle ---------------------------------------------------------------------------
+
+
+def test_keyboard_interrupt_in_with_marks_cancelled_and_propagates(
+    store: runstore.Store,
+) -> None:
+    run = store.create_run(run_id="run_ctrl_c")
+
+    def interrupted() -> None:
+        with run:
+            run.append("steps", {"n": 1})
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        interrupted()
+    view = store.get_run("run_ctrl_c")
+    assert view.state.status == "cancelled"
+    assert view.state.error == "KeyboardInterrupt"
+    assert list(view.read("steps")) == [{"n": 1}]
+
+
+def test_finish_twice_returns_the_first_summary_and_changes_nothing(
+    store: runstore.Store,
+) -> None:
+    run = store.create_run(run_id="run_twice")
+    first = run.finish()
+    state = store.get_run("run_twice").state
+    assert run.finish("failed", error="again") == first
+    assert store.get_run("run_twice").state == state
+    assert run.summary == first
+
+
+def test_finish_with_a_status_that_is_not_terminal_is_refused(store: runstore.Store) -> None:
+    run = store.create_run(run_id="run_status")
+    with pytest.raises(InvalidInputError) as info:
+        run.finish("running")
+    assert info.value.code == "invalid_input"
+    assert store.get_run("run_status").state.status == "created"
+
+
+def test_first_append_marks_the_run_running(store: runstore.Store) -> None:
+    run = store.create_run(run_id="run_lazy")
+    run.append("steps", {"n": 1})
+    state = store.get_run("run_lazy").state
+    assert state.status == "running"
+    assert state.started_at is not None
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"), [(None, None), ([], []), (("a", "b"), ["a", "b"])], ids=repr
+)
+def test_scenario_ids_none_and_empty_survive_manifest_and_index(
+    store: runstore.Store, given: Any, stored: list[str] | None
+) -> None:
+    with store.create_run(run_id="run_ids", scenario_ids=given):
+        pass
+    assert store.get_run("run_ids").manifest.scenario_ids == stored
+    (record,) = store.list_runs()
+    assert record.scenario_ids == stored
+
+
+def test_summary_counts_instances_by_status(store: runstore.Store) -> None:
+    with store.create_run(run_id="run_sum") as run:
+        for status in ["passed", "passed", "failed", "skipped"]:
+            run.append("instances", {"status": status})
+        run.append("steps", {"n": 1})
+        run.put_artifact("a.bin", b"1234")
+    summary = run.summary
+    assert summary is not None
+    assert (summary.instance_count, summary.pass_count, summary.fail_count) == (4, 2, 1)
+    assert summary.pass_rate == pytest.approx(2 / 3)
+    assert summary.stream_counts == {"instances": 4, "steps": 1}
+    assert (summary.artifact_count, summary.artifact_bytes) == (1, 4)
+    assert summary.duration_ms is not None
+    assert summary.duration_ms >= 0
+
+
+def test_pass_rate_is_none_when_nothing_passed_or_failed(store: runstore.Store) -> None:
+    with store.create_run() as run:
+        run.append("instances", {"status": "skipped"})
+    assert run.summary is not None
+    assert run.summary.pass_rate is None
+
+
+def test_pydantic_model_records_are_appended_as_json(store: runstore.Store) -> None:
+    phase = runstore.PhaseProgress(status="done", completed=3, total=3)
+    with store.create_run(run_id="run_model") as run:
+        run.append("phases", phase)
+    assert list(store.get_run("run_model").read("phases")) == [phase.model_dump()]
+
+
+# -- errors a user can cause ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [{"scenario_ids": [1, 2]}, {"seed": "forty-two"}, {"config": ["not", "a", "dict"]}],
+    ids=["scenario-ids-not-strings", "seed-not-int", "config-not-dict"],
+)
+def test_invalid_run_metadata_is_refused_before_writing(
+    store: runstore.Store, metadata: dict[str, Any]
+) -> None:
+    with pytest.raises(InvalidInputError) as info:
+        store.create_run(run_id="run_meta", **metadata)
+    assert info.value.code == "invalid_input"
+    assert store.list_runs() == []
+
+
+def test_get_run_with_an_invalid_id_is_invalid_input(store: runstore.Store) -> None:
+    with pytest.raises(InvalidInputError) as info:
+        store.get_run("../etc")
+    assert info.value.code == "invalid_input"
+
+
+def test_delete_of_an_unknown_run_is_not_found(store: runstore.Store) -> None:
+    with pytest.raises(NotFoundError) as info:
+        store.delete_run("run_missing")
+    assert info.value.code == "not_found"
+
+
+@pytest.mark.parametrize(("limit", "offset"), [(-1, 0), (None, -1)], ids=["limit", "offset"])
+def test_negative_paging_is_invalid_input(
+    store: runstore.Store, limit: int | None, offset: int
+) -> None:
+    with pytest.raises(InvalidInputError) as info:
+        store.list_runs(limit=limit, offset=offset)
+    assert info.value.code == "invalid_input"
+
+
+def test_record_over_the_size_limit_is_refused(store: runstore.Store) -> None:
+    with store.create_run(run_id="run_huge") as run:
+        with pytest.raises(InvalidInputError) as info:
+            run.append("steps", {"blob": "x" * MAX_RECORD_BYTES})
+        assert info.value.code == "invalid_input"
+        assert "put_artifact" in info.value.message
+    assert list(store.get_run("run_huge").read("steps")) == []
+
+
+@pytest.mark.parametrize(
+    "data", ["text is not bytes", 42, None, [b"a", b"b"]], ids=["str", "int", "none", "list"]
+)
+def test_artifact_data_of_the_wrong_type_is_refused(store: runstore.Store, data: object) -> None:
+    with store.create_run(run_id="run_data") as run:
+        with pytest.raises(InvalidInputError) as info:
+            run.put_artifact("a.bin", data)
+        assert info.value.code == "invalid_input"
+    assert store.get_run("run_data").artifacts() == []
+
+
+def test_artifact_after_finish_is_a_conflict(store: runstore.Store) -> None:
+    with store.create_run(run_id="run_late") as run:
+        pass
+    with pytest.raises(ConflictError) as info:
+        run.put_artifact("late.txt", b"x")
+    assert info.value.code == "conflict"
+
+
+def test_durability_the_backend_cannot_honour_is_unsupported(url: str) -> None:
+    with runstore.open(url, durability="fsync") as store:
+        run = store.create_run(run_id="run_fsync")
+        with pytest.raises(UnsupportedError) as info:
+            run.append("steps", {"n": 1})
+        assert info.value.code == "unsupported"
+        assert "'fsync'" in info.value.message
+
+
+def test_unknown_instance_is_not_found(store: runstore.Store) -> None:
+    with store.create_run(run_id="run_inst") as run:
+        run.append("instances", {"instance_id": "i1", "status": "passed"})
+    with pytest.raises(NotFoundError) as info:
+        store.get_run("run_inst").instance("i2")
+    assert info.value.code == "not_found"
+
+
+def test_unknown_artifact_reference_is_not_found(store: runstore.Store) -> None:
+    with store.create_run(run_id="run_ref"):
+        pass
+    with pytest.raises(NotFoundError) as info:
+        store.get_run("run_ref").artifact("missing.json")
+    assert info.value.code == "not_found"
+
+
+def test_reading_an_artifact_with_a_hostile_name_is_invalid_input(store: runstore.Store) -> None:
+    with store.create_run(run_id="run_hostile"):
+        pass
+    with pytest.raises(InvalidInputError) as info:
+        store.get_run("run_hostile").read_artifact("../run_hostile/manifest.json")
+    assert info.value.code == "invalid_input"
+
+
+def _backend(url: str) -> MemoryBackend:
+    return MemoryBackend(url.removeprefix("memory://"))
+
+
+def test_stream_line_that_is_not_json_is_corrupt_with_its_line_number(
+    store: runstore.Store, url: str
+) -> None:
+    with store.create_run(run_id="run_corrupt") as run:
+        run.append("steps", {"n": 1})
+
+    async def damage() -> None:
+        writer = await _backend(url).open_writer("run_corrupt", "steps")
+        writer.write(b"{not json\n")
+
+    asyncio.run(damage())
+    with pytest.raises(CorruptError) as info:
+        list(store.get_run("run_corrupt").read("steps"))
+    assert info.value.code == "corrupt"
+    assert info.value.details["line"] == 2
+    assert "runstore verify" in info.value.message
+
+
+def test_torn_last_line_is_hidden_and_reported(store: runstore.Store, url: str) -> None:
+    run = store.create_run(run_id="run_torn")
+    run.append("steps", {"n": 1})
+
+    async def tear() -> None:
+        writer = await _backend(url).open_writer("run_torn", "steps")
+        writer.write(b'{"n": 2')
+
+    asyncio.run(tear())
+    view = store.get_run("run_torn")
+    assert list(view.read("steps")) == [{"n": 1}]
+    assert view.torn_tails == {"steps": 7}
+
+
+def test_artifact_modified_after_storing_fails_verification(
+    store: runstore.Store, url: str
+) -> None:
+    with store.create_run(run_id="run_tamper") as run:
+        run.put_artifact("a.txt", b"original")
+    _backend(url)._data.artifacts[("run_tamper", "a.txt")] = b"tampered"
+    view = store.get_run("run_tamper")
+    assert view.read_artifact("a.txt") == b"tampered"
+    with pytest.raises(CorruptError) as info:
+        view.read_artifact("a.txt", verify=True)
+    assert info.value.code == "corrupt"
+    assert info.value.details["name"] == "a.txt"
+
+
+def test_sync_api_called_from_an_observer_on_its_own_loop_is_a_clear_error(url: str) -> None:
+    class Reentrant:
+        def __init__(self) -> None:
+            self.errors: list[BaseException] = []
+            self.store: runstore.Store | None = None
+
+        @runstore.hookimpl
+        def runstore_run_created(self, manifest: runstore.RunManifest) -> None:
+            assert self.store is not None
+            try:
+                self.store.list_runs()
+            except RuntimeError as exc:
+                self.errors.append(exc)
+
+    observer = Reentrant()
+    with runstore.open(url, plugins=[observer]) as store:
+        observer.store = store
+        store.create_run()
+    assert len(observer.errors) == 1
+    assert "its own event loop" in str(observer.errors[0])
