@@ -34,6 +34,10 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest
 
+## make demo: simulate a Windtunnel run into ./runs, then print how to look at it
+demo: $(STAMP)
+	$(BIN)/runstore demo
+
 ## make fmt: apply formatting and safe lint fixes
 fmt format: $(STAMP)
 	$(BIN)/ruff format .

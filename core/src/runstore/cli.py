@@ -93,8 +93,11 @@ class CliContext:
     store_url: str = DEFAULT_STORE
     store_from_command_line: bool = False
     json: bool = False
-    out: Console = field(default_factory=lambda: Console(highlight=False))
-    err: Console = field(default_factory=lambda: Console(stderr=True, highlight=False))
+    # soft_wrap: plain lines (paths, commands to paste) are never broken; tables still fit.
+    out: Console = field(default_factory=lambda: Console(highlight=False, soft_wrap=True))
+    err: Console = field(
+        default_factory=lambda: Console(stderr=True, highlight=False, soft_wrap=True)
+    )
     _store: Store | None = None
 
     @property
@@ -342,6 +345,13 @@ def artifacts_table(refs: Sequence[ArtifactRef], limit: int) -> Table:
     return table
 
 
+def print_commands(console: Console, heading: str, commands: Sequence[str]) -> None:
+    """Commands to paste, one a line, never wrapped (a wrapped command cannot be pasted)."""
+    console.print(heading, style="bold", markup=False)
+    for command in commands:
+        console.print(Text("  " + command))
+
+
 def backend_json(spec: BackendSpec) -> dict[str, Any]:
     return {
         "name": spec.name,
@@ -536,19 +546,19 @@ def demo(cli_ctx: CliContext, seed: int, instances: int, run_id: str | None) -> 
         emit_json(summary.model_dump(mode="json"))
         return
     run = summary.run_id
-    cli_ctx.out.print(
-        Text.assemble("Run ", (run, "bold cyan"), f" stored in {store.url}"),
-    )
+    cli_ctx.out.print(Text.assemble("Run ", (run, "bold cyan"), f" stored in {store.url}"))
     cli_ctx.out.print(summary_panel(summary))
-    hints = [
-        cli_ctx.command_hint("ls"),
-        cli_ctx.command_hint("show", run),
-        cli_ctx.command_hint("tail", run, "steps"),
-        cli_ctx.command_hint("cat", run, "inst_001/step_001_request.json")
-        if instances
-        else cli_ctx.command_hint("cat", run, "report.json"),
-    ]
-    cli_ctx.out.print(Panel(Text("\n".join(hints)), title="next", title_align="left", expand=False))
+    first = "inst_001/step_001_request.json" if instances else "report.json"
+    print_commands(
+        cli_ctx.out,
+        "Look at it:",
+        [
+            cli_ctx.command_hint("ls"),
+            cli_ctx.command_hint("show", run),
+            cli_ctx.command_hint("tail", run, "steps"),
+            cli_ctx.command_hint("cat", run, first),
+        ],
+    )
 
 
 @cli.command()
