@@ -294,6 +294,9 @@ class AsyncStore:
             )
         run = AsyncRun(self, view.manifest, view.state)
         await run._restore(view)
+        if run.state.status in ("created", "crashed"):
+            await run._write_state(status="running", started_at=run.state.started_at or utcnow())
+        run._start_heartbeat()
         return run
 
     # -- reading --------------------------------------------------------------
@@ -617,9 +620,6 @@ class AsyncRun:
             async for batch in view.read_batches(stream):
                 for record in batch:
                     self._count(stream, record)
-        if self._state.status in ("created", "crashed"):
-            await self._write_state(status="running", started_at=self._state.started_at or utcnow())
-        self._start_heartbeat()
 
     # -- finishing ------------------------------------------------------------
 
