@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import sys
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -124,6 +126,33 @@ def test_pydantic_model_records_are_appended_as_json(store: runstore.Store) -> N
     with store.create_run(run_id="run_model") as run:
         run.append("phases", phase)
     assert list(store.get_run("run_model").read("phases")) == [phase.model_dump()]
+
+
+def test_appends_from_many_threads_are_all_stored_and_counted(store: runstore.Store) -> None:
+    threads, per_thread = 8, 4000
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often, as a loaded machine would
+    try:
+        with store.create_run(run_id="run_threads") as run:
+
+            def produce(worker: int) -> None:
+                for n in range(per_thread):
+                    run.append("instances", {"worker": worker, "n": n, "status": "passed"})
+
+            pool = [threading.Thread(target=produce, args=(w,)) for w in range(threads)]
+            for thread in pool:
+                thread.start()
+            for thread in pool:
+                thread.join()
+    finally:
+        sys.setswitchinterval(previous)
+    records = list(store.get_run("run_threads").read("instances"))
+    assert len(records) == threads * per_thread
+    for worker in range(threads):
+        assert [r["n"] for r in records if r["worker"] == worker] == list(range(per_thread))
+    assert run.summary is not None
+    assert run.summary.stream_counts == {"instances": threads * per_thread}
+    assert run.summary.pass_count == threads * per_thread
 
 
 # -- errors a user can cause ------------------------------------------------------------------
@@ -295,3 +324,38 @@ def test_sync_api_called_from_an_observer_on_its_own_loop_is_a_clear_error(url: 
         store.create_run()
     assert len(observer.errors) == 1
     assert "its own event loop" in str(observer.errors[0])
+
+
+# -- resuming ------------------------------------------------------------------------------
+
+
+def test_resumed_run_continues_counting_from_what_is_stored(
+    store: runstore.Store, url: str
+) -> None:
+    first = store.create_run(run_id="run_resume")
+    first.append("instances", {"instance_id": "i1", "status": "passed"})
+    first.put_artifact("i1/out.txt", b"abc")
+    with runstore.open(url) as again:
+        resumed = again.resume_run("run_resume")
+        with resumed:
+            resumed.append("instances", {"instance_id": "i2", "status": "failed"})
+        summary = resumed.summary
+    assert summary is not None
+    assert (summary.instance_count, summary.pass_count, summary.fail_count) == (2, 1, 1)
+    assert (summary.artifact_count, summary.artifact_bytes) == (1, 3)
+    assert store.get_run("run_resume").state.status == "succeeded"
+
+
+def test_resuming_a_finished_run_is_a_conflict(store: runstore.Store) -> None:
+    with store.create_run(run_id="run_finished"):
+        pass
+    with pytest.raises(ConflictError) as info:
+        store.resume_run("run_finished")
+    assert info.value.code == "conflict"
+    assert "succeeded" in info.value.message
+
+
+def test_resuming_an_unknown_run_is_not_found(store: runstore.Store) -> None:
+    with pytest.raises(NotFoundError) as info:
+        store.resume_run("run_missing")
+    assert info.value.code == "not_found"

@@ -8,6 +8,7 @@ thread through the backend's writer, so it costs about as much as a raw
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Collection, Iterable, Iterator
 from datetime import datetime
 from types import TracebackType
@@ -170,6 +171,8 @@ class Run:
     def __init__(self, arun: AsyncRun, portal: Portal) -> None:
         self.aio = arun
         self._portal = portal
+        # Threads may append concurrently; the summary counters are read-modify-write.
+        self._count_lock = threading.Lock()
         self.run_id = arun.run_id
 
     def __repr__(self) -> str:
@@ -218,7 +221,8 @@ class Run:
             writer = self._portal.call(arun._writer(stream))
         if not writer.write(line) and not writer.commit_sync():
             self._portal.call(writer.commit())
-        arun._count(stream, record)
+        with self._count_lock:
+            arun._count(stream, record)
 
     def log(self, level: str, message: str, **fields: Any) -> None:
         """Append a log line to the ``logs`` stream."""
