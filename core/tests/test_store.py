@@ -172,6 +172,36 @@ def test_invalid_run_metadata_is_refused_before_writing(
     assert store.list_runs() == []
 
 
+@pytest.mark.parametrize(
+    "metadata",
+    [{"scenario_ids": "checkout"}, {"tags": "nightly"}, {"scenario_ids": 5}, {"tags": b"x"}],
+    ids=["scenario-ids-str", "tags-str", "scenario-ids-int", "tags-bytes"],
+)
+def test_a_lone_value_where_a_list_belongs_is_refused_not_split(
+    store: runstore.Store, metadata: dict[str, Any]
+) -> None:
+    with pytest.raises(InvalidInputError) as info:
+        store.create_run(run_id="run_lone", **metadata)
+    assert info.value.code == "invalid_input"
+    assert "list of strings" in info.value.message
+    assert store.list_runs() == []
+
+
+def test_unknown_status_filter_is_invalid_input(store: runstore.Store) -> None:
+    with pytest.raises(InvalidInputError) as info:
+        store.list_runs(status="finished")  # type: ignore[arg-type]
+    assert info.value.code == "invalid_input"
+    assert "'finished'" in info.value.message
+    assert "succeeded" in info.value.message
+
+
+def test_one_tag_filter_may_be_a_plain_string(store: runstore.Store) -> None:
+    store.create_run(run_id="run_nightly", tags=["nightly"])
+    store.create_run(run_id="run_thing", tags=["t", "h", "i", "n", "g"])
+    assert [r.run_id for r in store.list_runs(tags="nightly")] == ["run_nightly"]
+    assert store.list_runs(tags="thing") == []
+
+
 def test_get_run_with_an_invalid_id_is_invalid_input(store: runstore.Store) -> None:
     with pytest.raises(InvalidInputError) as info:
         store.get_run("../etc")

@@ -235,10 +235,10 @@ class AsyncStore:
             fields: dict[str, Any] = {
                 "timestamp": now,
                 "sut_name": sut_name,
-                "scenario_ids": None if scenario_ids is None else list(scenario_ids),
+                "scenario_ids": _string_list("scenario_ids", scenario_ids),
                 "seed": seed,
                 "config": config or {},
-                "tags": list(tags or ()),
+                "tags": _string_list("tags", tags) or [],
                 "correlation_id": correlation_id,
                 "runstore_version": __version__,
             }
@@ -345,6 +345,18 @@ class AsyncStore:
         await self._backends.artifacts.delete_run(run_id)
         await self._backends.logs.delete_run(run_id)
         await self._backends.state.delete_run(run_id)
+
+
+def _string_list(field: str, value: Collection[str] | None) -> list[str] | None:
+    """A list of strings from a collection; a lone string is refused, not split into letters."""
+    if value is None:
+        return None
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise InvalidInputError(
+            f"{field} must be a list of strings such as ['checkout'], not {value!r}",
+            details={"field": field, "value": repr(value)},
+        )
+    return list(value)
 
 
 def _media_type(name: str) -> str:

@@ -19,8 +19,9 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
+from runstore.errors import InvalidInputError
 from runstore.models import RunManifest, RunRecord, RunState, RunStatus, RunSummary
 
 __all__ = [
@@ -117,6 +118,9 @@ class BackendSpec:
     distribution: str | None = None
 
 
+_STATUSES: frozenset[str] = frozenset(get_args(RunStatus))
+
+
 class RunQuery:
     """Filter and page for ``list_runs``; :meth:`matches` is the reference semantics.
 
@@ -139,8 +143,18 @@ class RunQuery:
         self.status: frozenset[str] | None = (
             None if status is None else frozenset([status] if isinstance(status, str) else status)
         )
+        unknown = sorted(self.status - _STATUSES) if self.status else []
+        if unknown:
+            raise InvalidInputError(
+                f"unknown run status {', '.join(map(repr, unknown))}; "
+                f"choose from {', '.join(get_args(RunStatus))}",
+                details={"status": unknown},
+            )
         self.sut_name = sut_name
-        self.tags: frozenset[str] | None = None if tags is None else frozenset(tags)
+        # One tag may be given as a plain string, like one status (not as its characters).
+        self.tags: frozenset[str] | None = (
+            None if tags is None else frozenset([tags] if isinstance(tags, str) else tags)
+        )
         self.created_after = created_after
         self.created_before = created_before
         self.limit = limit
