@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -23,6 +24,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 import runstore
+from runstore import cli as cli_module
 from runstore.cli import cli
 from runstore.demo import run_demo
 
@@ -588,6 +590,14 @@ def test_every_command_has_help_with_an_example(command: str) -> None:
     assert f"runstore {command}" in result.stdout
 
 
+def test_a_lazy_command_is_imported_only_when_run(
+    monkeypatch: pytest.MonkeyPatch, on_demo: Invoke
+) -> None:
+    monkeypatch.setitem(cli_module.LAZY_COMMANDS, "inspect", "runstore.cli:show")
+    assert "inspect" in CliRunner().invoke(cli, ["--help"]).stdout
+    assert _json(on_demo("inspect", DEMO_RUN, "--json"))["run_id"] == DEMO_RUN
+
+
 def test_unknown_option_is_a_usage_error(invoke: Invoke) -> None:
     result = invoke("show", "--frobnicate")
     _assert_clean_failure(result, 2)
@@ -702,8 +712,8 @@ class TestConsoleScript:
                 env=_env(),
             )
             try:
-                first = tail.stdout.readline() if tail.stdout else b""
-                assert orjson.loads(first) == {"n": 0}
+                assert tail.stdout is not None
+                assert orjson.loads(tail.stdout.readline()) == {"n": 0}
                 for n in range(1, 4):
                     run.append("steps", {"n": n})
                     time.sleep(0.05)
@@ -716,6 +726,30 @@ class TestConsoleScript:
                     tail.wait()
         assert tail.returncode == 0, err
         assert [orjson.loads(line) for line in rest.splitlines()] == [{"n": n} for n in (1, 2, 3)]
+
+    def test_interrupting_tail_follow_exits_130_quietly(self, tmp_path: Path) -> None:
+        root = tmp_path / "runs"
+        with runstore.open(str(root)) as store:
+            run = store.create_run("live")
+            run.append("steps", {"n": 0})
+            tail = subprocess.Popen(
+                [_script(), "--store", str(root), "tail", "live", "steps", "-f"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=_env(),
+            )
+            try:
+                assert tail.stdout is not None
+                assert orjson.loads(tail.stdout.readline()) == {"n": 0}
+                tail.send_signal(signal.SIGINT)
+                _, err = tail.communicate(timeout=30)
+            finally:
+                if tail.poll() is None:
+                    tail.kill()
+                    tail.wait()
+            run.finish()
+        assert tail.returncode == 130
+        assert err == b""
 
     def test_python_dash_m_runstore_is_the_same_cli(self, tmp_path: Path, demo_root: Path) -> None:
         done = subprocess.run(

@@ -21,12 +21,14 @@ The module is laid out so that a command stays a few lines long:
 2. Rendering helpers: the only place that formats models as tables, panels
    and JSON.
 3. :class:`RunstoreGroup`: turns errors into exit codes.
-4. The commands, one function each, registered on :func:`cli`.
+4. The commands, one function each, registered on :func:`cli` (or listed in
+   :data:`LAZY_COMMANDS` when they live in a module of their own).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import re
 import shlex
 import sys
@@ -71,7 +73,7 @@ from runstore.models import (
 from runstore.plugins import Plugins
 from runstore.store import RunView, Store
 
-__all__ = ["CliContext", "cli", "json_option", "main", "pass_cli"]
+__all__ = ["LAZY_COMMANDS", "CliContext", "cli", "json_option", "main", "pass_cli"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -416,8 +418,33 @@ def report_error(cli_ctx: CliContext, exc: RunstoreError) -> None:
         click.echo(f"{click.style('error:', fg='red', bold=True)} {exc.message}", err=True)
 
 
+LAZY_COMMANDS: dict[str, str] = {}
+"""Commands that live in their own module, imported only when run: ``name -> "module:attr"``.
+
+A command with heavy dependencies (a web viewer, say) goes in its own module,
+uses :data:`pass_cli` and :func:`json_option` from here, and is listed in
+this mapping, so ``runstore --help`` and the other commands never import it.
+"""
+
+
 class RunstoreGroup(click.Group):
-    """A group that turns runstore errors into exit status 1 and a one-line message."""
+    """The ``runstore`` group: errors become exit status 1 and a one-line message.
+
+    It also serves the commands listed in :data:`LAZY_COMMANDS`.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and cmd_name in LAZY_COMMANDS:
+            module, _, attr = LAZY_COMMANDS[cmd_name].partition(":")
+            loaded = getattr(importlib.import_module(module), attr)
+            if not isinstance(loaded, click.Command):
+                raise TypeError(f"{LAZY_COMMANDS[cmd_name]} is not a click command")
+            command = loaded
+        return command
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
