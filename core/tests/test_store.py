@@ -243,6 +243,17 @@ def test_artifact_data_of_the_wrong_type_is_refused(store: runstore.Store, data:
     assert store.get_run("run_data").artifacts() == []
 
 
+def test_reserved_stream_stays_refused_after_runstore_has_written_it(
+    store: runstore.Store,
+) -> None:
+    with store.create_run(run_id="run_reserved") as run:
+        ref = run.put_artifact("a.txt", b"x")
+        with pytest.raises(InvalidInputError) as info:
+            run.append("artifacts", {"forged": True})
+        assert info.value.code == "invalid_input"
+    assert store.get_run("run_reserved").artifacts() == [ref]
+
+
 def test_artifact_after_finish_is_a_conflict(store: runstore.Store) -> None:
     with store.create_run(run_id="run_late") as run:
         pass

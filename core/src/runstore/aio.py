@@ -404,6 +404,9 @@ class AsyncRun:
         self._state = state
         self._summary: RunSummary | None = None
         self._writers: dict[str, StreamWriter] = {}
+        # Writers of streams runstore writes itself (artifacts.jsonl), kept apart so
+        # that the append fast path, which looks in _writers only, never reaches them.
+        self._internal_writers: dict[str, StreamWriter] = {}
         self._counts: dict[str, int] = {}
         self._pass = 0
         self._fail = 0
@@ -514,7 +517,8 @@ class AsyncRun:
     # -- logs -----------------------------------------------------------------
 
     async def _writer(self, stream: str, *, internal: bool = False) -> StreamWriter:
-        writer = self._writers.get(stream)
+        writers = self._internal_writers if internal else self._writers
+        writer = writers.get(stream)
         if writer is not None:
             return writer
         validate_stream_name(stream, allow_reserved=internal)
@@ -527,7 +531,7 @@ class AsyncRun:
         opened = await self.store.log_backend.open_writer(
             self.run_id, stream, durability=self.store.durability
         )
-        writer = self._writers.setdefault(stream, opened)
+        writer = writers.setdefault(stream, opened)
         if writer is not opened:
             await opened.close()
         return writer
@@ -557,7 +561,7 @@ class AsyncRun:
 
     async def flush(self) -> None:
         """Make every record appended so far durable now (forces a segment on object stores)."""
-        for stream, writer in list(self._writers.items()):
+        for stream, writer in [*self._writers.items(), *self._internal_writers.items()]:
             await writer.commit()
             self.store.plugins.stream_flushed(self.run_id, stream, self._counts.get(stream, 0))
 
@@ -615,8 +619,9 @@ class AsyncRun:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._heartbeat
             self._heartbeat = None
-        writers, self._writers = self._writers, {}
-        for stream, writer in writers.items():
+        writers = [*self._writers.items(), *self._internal_writers.items()]
+        self._writers, self._internal_writers = {}, {}
+        for stream, writer in writers:
             await writer.close()
             self.store.plugins.stream_flushed(self.run_id, stream, self._counts.get(stream, 0))
         self.store._live.discard(self)
