@@ -317,6 +317,23 @@ def test_stream_line_that_is_not_json_is_corrupt_with_its_line_number(
     assert "runstore verify" in info.value.message
 
 
+def test_artifact_metadata_line_that_is_not_a_reference_is_corrupt(
+    store: runstore.Store, url: str
+) -> None:
+    with store.create_run(run_id="run_badref") as run:
+        run.put_artifact("a.txt", b"x")
+
+    async def damage() -> None:
+        writer = await _backend(url).open_writer("run_badref", "artifacts")
+        writer.write(b'{"name": "b.txt"}\n')
+
+    asyncio.run(damage())
+    with pytest.raises(CorruptError) as info:
+        store.get_run("run_badref").artifacts()
+    assert info.value.code == "corrupt"
+    assert info.value.details["line"] == 2
+
+
 def test_torn_last_line_is_hidden_and_reported(store: runstore.Store, url: str) -> None:
     run = store.create_run(run_id="run_torn")
     run.append("steps", {"n": 1})

@@ -765,9 +765,19 @@ class AsyncRunView:
     async def artifacts(self) -> list[ArtifactRef]:
         """References of every stored artifact, in the order they were stored."""
         refs: dict[str, ArtifactRef] = {}
+        line = 0
         async for batch in self.read_batches(ARTIFACTS_STREAM):
             for data in batch:
-                ref = ArtifactRef.model_validate(data)
+                line += 1
+                try:
+                    ref = ArtifactRef.model_validate(data)
+                except ValueError as exc:  # pydantic's ValidationError
+                    raise CorruptError(
+                        f"{ARTIFACTS_STREAM}.jsonl line {line} of run {self.run_id!r} is not an "
+                        f"artifact reference ({exc.__class__.__name__}); "
+                        "run 'runstore verify' to see every damaged record",
+                        details={"run_id": self.run_id, "stream": ARTIFACTS_STREAM, "line": line},
+                    ) from exc
                 refs.setdefault(ref.name, ref)
         return list(refs.values())
 
