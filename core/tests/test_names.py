@@ -291,3 +291,18 @@ def test_any_name_is_refused_or_stays_inside_the_root(name: str) -> None:
         return
     assert accepted is name
     assert posixpath.normpath(posixpath.join("root", name)).startswith("root/")
+
+
+@given(st.one_of(st.text(), st.text(alphabet="az09_-./\\A\u0131", max_size=130)))
+@example("a" * 128)
+@example("a..")
+def test_any_run_id_is_refused_or_is_one_safe_path_component(run_id: str) -> None:
+    try:
+        accepted = validate_run_id(run_id)
+    except InvalidInputError:
+        return
+    assert accepted is run_id
+    assert 1 <= len(run_id) <= 128
+    assert posixpath.dirname(posixpath.normpath(posixpath.join("root", run_id))) == "root"
+    assert run_id.isascii()
+    assert run_id == run_id.lower()

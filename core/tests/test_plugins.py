@@ -6,6 +6,7 @@ import inspect
 import itertools
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -201,6 +202,17 @@ def test_flush_reports_each_stream_with_its_record_count(url: str) -> None:
         run.flush()
         assert recorder.events[-1] == ("stream_flushed", ("run_f", "steps", 3))
         run.finish()
+
+
+def test_heartbeats_are_not_reported_as_state_changes(url: str) -> None:
+    recorder = Recorder()
+    with runstore.open(url, plugins=[recorder], heartbeat_interval=0.005) as store:
+        run = store.create_run(run_id="run_beat")
+        run.start()
+        time.sleep(0.05)
+        assert store.get_run("run_beat").state.revision > 1
+        run.finish()
+    assert recorder.kinds().count("state_changed") == 2
 
 
 def test_observer_on_one_store_does_not_see_another_stores_events(url: str) -> None:

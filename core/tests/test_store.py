@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import os
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -155,6 +156,47 @@ def test_appends_from_many_threads_are_all_stored_and_counted(store: runstore.St
     assert run.summary.pass_count == threads * per_thread
 
 
+@pytest.mark.parametrize(
+    ("name", "media_type"),
+    [
+        ("report.json", "application/json"),
+        ("steps.jsonl", "application/x-ndjson"),
+        ("page.html", "text/html"),
+        ("blob", "application/octet-stream"),
+    ],
+)
+def test_artifact_media_type_is_guessed_from_its_name(
+    store: runstore.Store, name: str, media_type: str
+) -> None:
+    with store.create_run() as run:
+        assert run.put_artifact(name, b"x").media_type == media_type
+
+
+def test_given_media_type_wins_over_the_guess(store: runstore.Store) -> None:
+    with store.create_run() as run:
+        ref = run.put_artifact("report.json", b"{}", media_type="application/vnd.x+json")
+    assert ref.media_type == "application/vnd.x+json"
+
+
+@pytest.mark.parametrize(
+    "data", [bytearray(b"abc"), memoryview(b"abc")], ids=["bytearray", "memoryview"]
+)
+def test_artifact_data_may_be_any_bytes_like(store: runstore.Store, data: object) -> None:
+    with store.create_run(run_id="run_bytes") as run:
+        run.put_artifact("a.bin", data)
+    assert store.get_run("run_bytes").read_artifact("a.bin") == b"abc"
+
+
+def test_artifact_data_may_be_an_async_iterable_of_chunks(store: runstore.Store) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        for part in (b"ab", b"", b"cd"):
+            yield part
+
+    with store.create_run(run_id="run_chunks") as run:
+        ref = run.put_artifact("a.bin", chunks())
+    assert (ref.size, ref.sha256) == (4, hashlib.sha256(b"abcd").hexdigest())
+
+
 # -- errors a user can cause ------------------------------------------------------------------
 
 
@@ -205,6 +247,16 @@ def test_one_tag_filter_may_be_a_plain_string(store: runstore.Store) -> None:
 def test_get_run_with_an_invalid_id_is_invalid_input(store: runstore.Store) -> None:
     with pytest.raises(InvalidInputError) as info:
         store.get_run("../etc")
+    assert info.value.code == "invalid_input"
+
+
+@pytest.mark.parametrize("stream", ["../steps", "Steps", ""], ids=["traversal", "upper", "empty"])
+def test_reading_an_invalid_stream_name_is_invalid_input(
+    store: runstore.Store, stream: str
+) -> None:
+    store.create_run(run_id="run_read")
+    with pytest.raises(InvalidInputError) as info:
+        list(store.get_run("run_read").read(stream))
     assert info.value.code == "invalid_input"
 
 
