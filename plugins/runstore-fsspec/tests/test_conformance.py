@@ -1,0 +1,72 @@
+"""The conformance kit on S3 (moto), on fsspec's memory and on fsspec's local files."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+
+import fsspec
+import pytest
+
+import runstore
+from runstore.backends import Capabilities
+from runstore.testing import StoreConformance, check_registration
+
+from .conftest import S3Server
+
+_names = itertools.count()
+
+
+def test_plugin_registers_the_fsspec_backend_as_fallback() -> None:
+    spec = check_registration("runstore-fsspec", "fsspec")
+    assert spec.fallback
+    assert "s3" in spec.schemes
+    assert "file" not in spec.schemes
+    assert "memory" not in spec.schemes
+
+
+class TestS3(StoreConformance):
+    capabilities = Capabilities(native_append=False)
+
+    @pytest.fixture
+    def store(self, s3: S3Server) -> Iterator[runstore.Store]:
+        with runstore.open(s3.url("conformance")) as store:
+            yield store
+
+    def test_backend_declares_these_capabilities(self, store: runstore.Store) -> None:
+        assert store.backend_names == {"state": "fsspec", "logs": "fsspec", "artifacts": "fsspec"}
+        assert store.aio.state_backend.capabilities == self.capabilities
+
+
+class TestFsspecMemory(StoreConformance):
+    capabilities = Capabilities(native_append=False, persistent=False)
+
+    @pytest.fixture
+    def store(self) -> Iterator[runstore.Store]:
+        name = f"conformance-{next(_names)}"
+        with runstore.open(f"fsspec+memory://{name}") as store:
+            yield store
+        memory = fsspec.filesystem("memory")
+        if memory.exists(f"/{name}"):
+            memory.rm(f"/{name}", recursive=True)
+
+    def test_backend_declares_these_capabilities(self, store: runstore.Store) -> None:
+        assert store.backend_names["state"] == "fsspec"
+        assert store.aio.state_backend.capabilities == self.capabilities
+
+
+class TestFsspecFile(StoreConformance):
+    capabilities = Capabilities(
+        conditional_create=False, compare_and_swap=False, native_append=False
+    )
+
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> Iterator[runstore.Store]:
+        with runstore.open(f"fsspec+file://{tmp_path}/runs") as store:
+            yield store
+
+    def test_backend_declares_these_capabilities(self, store: runstore.Store) -> None:
+        assert store.backend_names["state"] == "fsspec"
+        assert store.aio.state_backend.capabilities == self.capabilities
+        assert not store.aio.state_backend.capabilities.multi_writer
