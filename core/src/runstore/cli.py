@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib import metadata
-from typing import TYPE_CHECKING, Any, BinaryIO, Final, TypeVar, get_args
+from typing import TYPE_CHECKING, Any, BinaryIO, Final, TypeVar, get_args, overload
 
 import click
 import orjson
@@ -72,6 +72,7 @@ from runstore.models import (
 )
 from runstore.plugins import Plugins
 from runstore.store import RunView, Store
+from runstore.store import open as open_store
 
 __all__ = ["LAZY_COMMANDS", "CliContext", "cli", "json_option", "main", "pass_cli"]
 
@@ -106,8 +107,6 @@ class CliContext:
     def store(self) -> Store:
         """The store, opened on first use (so ``--help`` and ``backends`` never touch it)."""
         if self._store is None:
-            from runstore.store import open as open_store
-
             self._store = open_store(self.store_url)
         return self._store
 
@@ -127,20 +126,27 @@ class CliContext:
 pass_cli = click.make_pass_decorator(CliContext, ensure=True)
 
 
-def json_option(f: F) -> F:
-    """Add ``--json``: machine-readable output, and errors as ``{"error": {...}}``."""
+_JSON_HELP: Final = "Print machine-readable JSON instead of tables."
+
+
+@overload
+def json_option(f: F, *, help: str = _JSON_HELP) -> F: ...
+@overload
+def json_option(f: None = None, *, help: str = _JSON_HELP) -> Callable[[F], F]: ...
+def json_option(f: F | None = None, *, help: str = _JSON_HELP) -> Any:
+    """Add ``--json``: machine-readable output, and errors as ``{"error": {...}}``.
+
+    Use as ``@json_option`` or ``@json_option(help="...")``.
+    """
 
     def remember(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
         if value:
             ctx.ensure_object(CliContext).json = True
 
-    return click.option(
-        "--json",
-        is_flag=True,
-        expose_value=False,
-        callback=remember,
-        help="Print machine-readable JSON instead of tables.",
-    )(f)
+    decorator = click.option(
+        "--json", is_flag=True, expose_value=False, callback=remember, help=help
+    )
+    return decorator if f is None else decorator(f)
 
 
 # -- 2. rendering helpers -----------------------------------------------------------
@@ -412,8 +418,8 @@ def format_record(stream: str, record: Any) -> str:
 
 
 def report_error(cli_ctx: CliContext, exc: RunstoreError) -> None:
-    if cli_ctx.json:
-        emit_json({"error": exc.to_dict()})
+    if cli_ctx.json:  # one line, so it also fits a JSON Lines stream (tail --json)
+        emit_json_line({"error": exc.to_dict()})
     else:
         click.echo(f"{click.style('error:', fg='red', bold=True)} {exc.message}", err=True)
 
@@ -469,7 +475,9 @@ class TimeParam(_DateTimeParam):
     _AGE = re.compile(r"(\d+)([smhdw])")
     _UNITS: Final = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> datetime:
         if isinstance(value, datetime):
             return value
         text = str(value).strip()
@@ -811,7 +819,7 @@ def show(cli_ctx: CliContext, run_id: str, artifact_limit: int) -> None:
     metavar="SECONDS",
     help="How often -f checks for new records.",
 )
-@json_option
+@json_option(help="Print JSON Lines: each record exactly as stored.")
 @pass_cli
 def tail(
     cli_ctx: CliContext,
