@@ -8,6 +8,7 @@ import itertools
 import os
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -84,6 +85,26 @@ def test_first_append_marks_the_run_running(store: runstore.Store) -> None:
     state = store.get_run("run_lazy").state
     assert state.status == "running"
     assert state.started_at is not None
+
+
+def test_sync_follow_reads_a_run_written_by_another_thread_until_it_finishes(
+    store: runstore.Store,
+) -> None:
+    run = store.create_run(run_id="run_tail")
+    run.start()
+    view = store.get_run("run_tail")
+
+    def write() -> None:
+        for n in range(5):
+            run.append("steps", {"n": n})
+            time.sleep(0.01)
+        run.finish()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    seen = [r["n"] for r in view.read("steps", follow=True, poll_interval=0.005)]
+    writer.join()
+    assert seen == [0, 1, 2, 3, 4]
 
 
 @pytest.mark.parametrize(
