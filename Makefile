@@ -37,6 +37,7 @@ pytest: $(STAMP)
 ## make demo: simulate a Windtunnel run into ./runs, then print how to look at it
 demo: $(STAMP)
 	$(BIN)/runstore demo
+	@echo "(runstore is $(BIN)/runstore: activate the venv with '. $(BIN)/activate' to run it as shown)"
 
 ## make fmt: apply formatting and safe lint fixes
 fmt format: $(STAMP)

@@ -14,7 +14,9 @@ Everything the run contains comes from ``random.Random(seed)`` and the fixed
 catalogue below: two runs with the same seed and instance count produce the
 same tree, record for record and byte for byte, except for timestamps and the
 run id (which only the store's own bookkeeping mentions). No wall-clock time
-and no random name ever goes into a record or an artifact.
+and no random name ever goes into a record or an artifact. (A run longer than
+the store's heartbeat interval also bumps ``state.json``'s revision once per
+heartbeat.)
 
 The simulated system has failures a real suite would find, all drawn from the
 seeded generator: declined cards, a rounding bug in bulk-order totals, refunds
