@@ -162,6 +162,20 @@ def test_runstore_url_environment_variable_is_the_default(monkeypatch: pytest.Mo
         assert store.backend_names == {"state": "memory", "logs": "memory", "artifacts": "memory"}
 
 
+@pytest.mark.parametrize("url", ["", "  "], ids=["empty", "blank"])
+def test_empty_store_string_is_refused_not_taken_as_the_default(url: str) -> None:
+    with pytest.raises(InvalidInputError) as info:
+        runstore.open(url)
+    assert info.value.code == "invalid_input"
+
+
+@pytest.mark.parametrize("url", [42, b"memory://x"], ids=["int", "bytes"])
+def test_store_that_is_not_a_string_is_refused(url: object) -> None:
+    with pytest.raises(InvalidInputError) as info:
+        runstore.open(url)  # type: ignore[arg-type]
+    assert info.value.code == "invalid_input"
+
+
 # -- backend selection --------------------------------------------------------------
 
 

@@ -172,7 +172,7 @@ class AsyncStore:
                 f"choose one of {', '.join(get_args(Durability))}",
                 details={"durability": durability},
             )
-        self.url = url or default_store_url()
+        self.url = default_store_url() if url is None else url
         self.plugins = Plugins(plugins)
         self._backends = _build_backends(self.plugins, self.url, routes or {}, dict(options or {}))
         self.durability = durability
