@@ -14,12 +14,13 @@ import contextlib
 import hashlib
 import mimetypes
 import os
-import re
 import weakref
 from collections.abc import AsyncIterable, AsyncIterator, Collection, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import IO, Any, Literal, Self, get_args
+from typing import IO, Any, Literal, Self, TypeVar, get_args
+
+from pydantic import BaseModel
 
 from runstore import __version__
 from runstore.backends import (
@@ -34,6 +35,8 @@ from runstore.backends import (
     StreamWriter,
 )
 from runstore.config import default_store_url, parse_target, select_backend
+from runstore.context import Scope, correlate, instance_scope, step_scope
+from runstore.context import active as _correlation
 from runstore.errors import (
     AlreadyExistsError,
     ConflictError,
@@ -58,12 +61,14 @@ from runstore.models import (
 from runstore.names import validate_artifact_name, validate_run_id, validate_stream_name
 from runstore.plugins import Plugins
 from runstore.records import LineDecoder, encode_record
+from runstore.replay import AsyncInstanceBundle, load_instance
+from runstore.streams import AsyncTypedStream, AsyncTypedStreamReader
 
-__all__ = ["AsyncRun", "AsyncRunView", "AsyncStore", "InstanceBundle", "open"]
+__all__ = ["AsyncInstanceBundle", "AsyncRun", "AsyncRunView", "AsyncStore", "open"]
 
 _CHUNK = 1 << 20
+_M = TypeVar("_M", bound=BaseModel)
 _KINDS = frozenset(get_args(ArtifactKind))
-_RUN_NUMBER = re.compile(r"\d+")
 DEFAULT_HEARTBEAT_SECONDS = 30.0
 """How often a live run refreshes ``heartbeat_at`` (``heartbeat_interval`` option)."""
 
@@ -265,9 +270,7 @@ class AsyncStore:
         self, fields: dict[str, Any], now: datetime
     ) -> tuple[RunManifest, RunState]:
         prefix = f"run_{now:%Y%m%d}_"
-        taken = await self._backends.state.list_run_ids(prefix)
-        numbers = [int(r[len(prefix) :]) for r in taken if _RUN_NUMBER.fullmatch(r[len(prefix) :])]
-        number = max(numbers, default=0) + 1
+        number = await self._backends.state.highest_run_number(prefix) + 1
         for _ in range(10_000):
             manifest, state = self._first_snapshots(f"{prefix}{number:03d}", fields, now)
             try:
@@ -548,7 +551,13 @@ class AsyncRun:
                 self._fail += 1
 
     async def append(self, stream: str, record: Any) -> None:
-        """Append one record (a dict or pydantic model) to ``stream``; durable on return."""
+        """Append one record (a dict or pydantic model) to ``stream``; durable on return.
+
+        Inside ``run.instance(...)`` / ``run.step(...)`` the record gets the
+        correlation ids it lacks (:mod:`runstore.context`).
+        """
+        if _correlation() is not None:
+            record = correlate(self.run_id, record)
         line = encode_record(record)
         writer = self._writers.get(stream) or await self._writer(stream)
         if not writer.write(line):
@@ -558,6 +567,18 @@ class AsyncRun:
     async def log(self, level: str, message: str, **fields: Any) -> None:
         """Append a log line (``ts``, ``level``, ``message``, extra fields) to ``logs``."""
         await self.append("logs", {"ts": utcnow(), "level": level, "message": message, **fields})
+
+    def instance(self, instance_id: str, *, trace_id: str | None = None) -> Scope:
+        """``with`` / ``async with run.instance(id):`` correlates what runs inside with it."""
+        return instance_scope(self.run_id, instance_id, trace_id)
+
+    def step(self, step_id: str, *, trace_id: str | None = None) -> Scope:
+        """``with`` / ``async with run.step(id):`` correlates what runs inside with a step."""
+        return step_scope(self.run_id, step_id, trace_id)
+
+    def stream(self, name: str, model: type[_M]) -> AsyncTypedStream[_M]:
+        """A typed handle on ``name``: ``await handle.append(...)`` validates against ``model``."""
+        return AsyncTypedStream(self, name, model)
 
     async def flush(self) -> None:
         """Make every record appended so far durable now (forces a segment on object stores)."""
@@ -688,23 +709,6 @@ def _outcome(
     return "failed", {"error": f"{exc_type.__name__}: {exc}"}
 
 
-@dataclass
-class InstanceBundle:
-    """Everything needed to replay one instance of a run.
-
-    Artifacts are references; read their bytes through the run view.
-    """
-
-    run_id: str
-    instance_id: str
-    seed: int | None
-    config: dict[str, Any]
-    instance: dict[str, Any] | None
-    steps: list[dict[str, Any]] = field(default_factory=list)
-    assertions: list[dict[str, Any]] = field(default_factory=list)
-    artifacts: list[ArtifactRef] = field(default_factory=list)
-
-
 class AsyncRunView:
     """Read side of one run: ``manifest``, ``state``, ``summary``, streams, artifacts."""
 
@@ -817,34 +821,10 @@ class AsyncRunView:
         """The artifact's bytes (use :meth:`open_artifact` for large files)."""
         return b"".join([chunk async for chunk in self.open_artifact(name, verify=verify)])
 
-    async def instance(self, instance_id: str) -> InstanceBundle:
-        """The replay bundle of one instance: its record, steps, assertions and artifacts."""
-        bundle = InstanceBundle(
-            run_id=self.run_id,
-            instance_id=instance_id,
-            seed=self.manifest.seed,
-            config=self.manifest.config,
-            instance=None,
-        )
-        async for record in self.read("instances"):
-            if record.get("instance_id") == instance_id:
-                bundle.instance = record
-        async for record in self.read("steps"):
-            if record.get("instance_id") == instance_id:
-                bundle.steps.append(record)
-        async for record in self.read("assertions"):
-            if record.get("instance_id") == instance_id:
-                bundle.assertions.append(record)
-        prefix = f"{instance_id}/"
-        bundle.artifacts = [ref for ref in await self.artifacts() if ref.name.startswith(prefix)]
-        if (
-            bundle.instance is None
-            and not bundle.steps
-            and not bundle.assertions
-            and not bundle.artifacts
-        ):
-            raise NotFoundError(
-                f"instance {instance_id!r} not found in run {self.run_id!r}",
-                details={"run_id": self.run_id, "instance_id": instance_id},
-            )
-        return bundle
+    async def instance(self, instance_id: str) -> AsyncInstanceBundle:
+        """The replay bundle of one instance (:mod:`runstore.replay`)."""
+        return await load_instance(self, instance_id)
+
+    def stream(self, name: str, model: type[_M]) -> AsyncTypedStreamReader[_M]:
+        """Read ``name`` parsed into ``model``: ``async for record in view.stream(...)``."""
+        return AsyncTypedStreamReader(self, name, model)

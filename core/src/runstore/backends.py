@@ -227,6 +227,19 @@ class StateBackend(ABC):
     async def list_run_ids(self, prefix: str = "") -> list[str]:
         """Ids of every run whose id starts with ``prefix`` (any order)."""
 
+    async def highest_run_number(self, prefix: str) -> int:
+        """The largest ``N`` among run ids that are ``prefix`` followed by digits (0 if none).
+
+        Used to generate run ids; override it when the backend can answer
+        without listing every id (the default lists them).
+        """
+        numbers = [
+            int(suffix)
+            for suffix in (r[len(prefix) :] for r in await self.list_run_ids(prefix))
+            if suffix.isascii() and suffix.isdigit()
+        ]
+        return max(numbers, default=0)
+
     @abstractmethod
     async def delete_run(self, run_id: str) -> None:
         """Remove the run's state files and index record (idempotent)."""

@@ -214,6 +214,9 @@ class LocalBackend(StateBackend, LogBackend, ArtifactBackend):
     async def list_run_ids(self, prefix: str = "") -> list[str]:
         return self._index.run_ids(prefix)
 
+    async def highest_run_number(self, prefix: str) -> int:
+        return self._index.highest_number(prefix)
+
     def _run_dirs(self) -> list[str]:
         ids = []
         for name in os.listdir(self._root_fd):

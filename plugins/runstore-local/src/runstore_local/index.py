@@ -114,6 +114,15 @@ class RunIndex:
         )
         return [str(r[0]) for r in rows]
 
+    def highest_number(self, prefix: str) -> int:
+        """Largest N of ids ``prefix`` + digits, through the primary key (no scan)."""
+        rows = self._execute(
+            "SELECT substr(run_id, ?) AS n FROM runs WHERE run_id >= ? AND run_id < ? "
+            "AND n NOT GLOB '*[^0-9]*' AND n != '' ORDER BY length(n) DESC, n DESC LIMIT 1",
+            (len(prefix) + 1, prefix, prefix + "\uffff"),
+        )
+        return int(str(rows[0][0])) if rows else 0
+
     def query(self, query: RunQuery) -> list[RunRecord]:
         where: list[str] = []
         params: list[object] = []
