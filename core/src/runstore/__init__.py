@@ -14,7 +14,6 @@ __version__ = "0.1.0"
 
 from runstore import aio
 from runstore._hookimpl import hookimpl
-from runstore.aio import InstanceBundle
 from runstore.backends import (
     ArtifactBackend,
     BackendSpec,
@@ -51,6 +50,7 @@ from runstore.models import (
     RunStatus,
     RunSummary,
 )
+from runstore.replay import InstanceBundle
 from runstore.store import Run, RunView, Store, open
 
 __all__ = [

@@ -12,7 +12,9 @@ import threading
 from collections.abc import Collection, Iterable, Iterator
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, TypeVar
+
+from pydantic import BaseModel
 
 from runstore._portal import Portal
 from runstore.aio import (
@@ -20,10 +22,11 @@ from runstore.aio import (
     AsyncRun,
     AsyncRunView,
     AsyncStore,
-    InstanceBundle,
 )
 from runstore.aio import _outcome as outcome
 from runstore.backends import Concern, Durability
+from runstore.context import Scope, correlate, instance_scope, step_scope
+from runstore.context import active as _correlation
 from runstore.models import (
     ArtifactKind,
     ArtifactRef,
@@ -34,8 +37,12 @@ from runstore.models import (
     RunSummary,
 )
 from runstore.records import encode_record
+from runstore.replay import InstanceBundle, sync_bundle
+from runstore.streams import TypedStream, TypedStreamReader
 
 __all__ = ["Run", "RunView", "Store", "open"]
+
+_M = TypeVar("_M", bound=BaseModel)
 
 
 def open(
@@ -213,7 +220,13 @@ class Run:
         self._portal.call(self.aio.start())
 
     def append(self, stream: str, record: Any) -> None:
-        """Append one record (a dict or pydantic model) to ``stream``; durable on return."""
+        """Append one record (a dict or pydantic model) to ``stream``; durable on return.
+
+        Inside ``run.instance(...)`` / ``run.step(...)`` the record gets the
+        correlation ids it lacks (:mod:`runstore.context`).
+        """
+        if _correlation() is not None:
+            record = correlate(self.run_id, record)
         line = encode_record(record)
         arun = self.aio
         writer = arun._writers.get(stream)
@@ -229,6 +242,18 @@ class Run:
         from runstore.models import utcnow
 
         self.append("logs", {"ts": utcnow(), "level": level, "message": message, **fields})
+
+    def instance(self, instance_id: str, *, trace_id: str | None = None) -> Scope:
+        """``with run.instance(id):`` correlates what runs inside with that instance."""
+        return instance_scope(self.run_id, instance_id, trace_id)
+
+    def step(self, step_id: str, *, trace_id: str | None = None) -> Scope:
+        """``with run.step(id):`` correlates what runs inside with that step."""
+        return step_scope(self.run_id, step_id, trace_id)
+
+    def stream(self, name: str, model: type[_M]) -> TypedStream[_M]:
+        """A typed handle on ``name``: ``handle.append(...)`` validates against ``model``."""
+        return TypedStream(self, name, model)
 
     def flush(self) -> None:
         """Make every record appended so far durable now."""
@@ -323,5 +348,9 @@ class RunView:
         return self._portal.call(self.aio.read_artifact(name, verify=verify))
 
     def instance(self, instance_id: str) -> InstanceBundle:
-        """The replay bundle of one instance."""
-        return self._portal.call(self.aio.instance(instance_id))
+        """The replay bundle of one instance (:mod:`runstore.replay`)."""
+        return sync_bundle(self._portal.call(self.aio.instance(instance_id)), self)
+
+    def stream(self, name: str, model: type[_M]) -> TypedStreamReader[_M]:
+        """Read ``name`` parsed into ``model``: ``for record in view.stream(name, Model)``."""
+        return TypedStreamReader(self, name, model)

@@ -1,0 +1,353 @@
+"""Typed streams: pydantic models for the records of a run's JSONL streams.
+
+The standard streams have models here (:class:`InstanceRecord`,
+:class:`StepRecord`, :class:`AssertionRecord`, :class:`LogLine`); each allows
+extra fields, so a harness adds its own without declaring them. Any stream,
+standard or your own, can be written and read through a model::
+
+    class PhaseOutput(BaseModel):
+        phase: str
+        artifact: str
+
+    outputs = run.stream("phase_outputs", PhaseOutput)
+    outputs.append({"phase": "translate", "artifact": "out/fr.json"})   # validated
+    for output in store.get_run(run_id).stream("phase_outputs", PhaseOutput):
+        output.phase                                                     # parsed
+
+``append`` validates a dict (or accepts an instance of the model) and stores
+it as JSON by alias. Optional fields left at a ``None`` default are not
+written: a missing key and ``null`` read back the same, and lines stay short.
+A record that does not match raises :class:`~runstore.errors.InvalidInputError`
+and nothing is written.
+
+:func:`schemas` exports a JSON Schema (draft 2020-12) for each standard stream,
+for ``artifacts.jsonl`` and for the ``manifest``, ``state`` and ``summary``
+documents, so tools in other languages can read the files;
+``runstore schema`` prints or writes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from runstore.errors import InvalidInputError, NotFoundError
+from runstore.models import ArtifactRef, RunManifest, RunState, RunSummary, utcnow
+from runstore.names import validate_stream_name
+
+if TYPE_CHECKING:
+    from runstore.aio import AsyncRun, AsyncRunView
+    from runstore.store import Run, RunView
+
+__all__ = [
+    "DOCUMENTS",
+    "JSON_SCHEMA_DIALECT",
+    "STANDARD_STREAMS",
+    "AssertionRecord",
+    "AsyncTypedStream",
+    "AsyncTypedStreamReader",
+    "InstanceRecord",
+    "LogLine",
+    "StepRecord",
+    "StreamRecord",
+    "TypedStream",
+    "TypedStreamReader",
+    "schema",
+    "schema_of",
+    "schemas",
+]
+
+M = TypeVar("M", bound=BaseModel)
+
+JSON_SCHEMA_DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
+
+
+# -- the standard streams -------------------------------------------------------------
+
+
+class StreamRecord(BaseModel):
+    """Base of the standard stream models: extra fields are allowed and kept."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class InstanceRecord(StreamRecord):
+    """One line of ``instances.jsonl``: an instance (test case, work item) as it completed.
+
+    ``status`` ``passed`` and ``failed`` are counted in the run's summary
+    (``pass_count``, ``fail_count``); any other status is stored as given.
+    """
+
+    instance_id: str = Field(description="Id of the instance, e.g. inst_001.")
+    status: str | None = Field(
+        default=None, description="passed, failed (both counted in the summary) or your own."
+    )
+    scenario_id: str | None = Field(default=None, description="Scenario the instance ran.")
+    trace_id: str | None = Field(default=None, description="Trace / correlation id.")
+
+
+class StepRecord(StreamRecord):
+    """One line of ``steps.jsonl``: one step of an instance, in execution order."""
+
+    instance_id: str | None = Field(default=None, description="Instance the step belongs to.")
+    step_name: str = Field(description="What the step did, e.g. login.")
+    step_index: int | None = Field(default=None, description="Position in the instance, from 1.")
+    step_id: str | None = Field(default=None, description="Id of the step scope it ran in.")
+    scenario_id: str | None = Field(default=None, description="Scenario the instance ran.")
+    observation: Any = Field(default=None, description="What the harness observed (any JSON).")
+    trace_id: str | None = Field(default=None, description="Trace / correlation id.")
+
+
+class AssertionRecord(StreamRecord):
+    """One line of ``assertions.jsonl``: one checked expectation."""
+
+    instance_id: str | None = Field(default=None, description="Instance that was checked.")
+    name: str = Field(description="Name of the assertion, e.g. total_matches_cart.")
+    passed: bool = Field(description="Whether the expectation held.")
+    expected: Any = Field(default=None, description="Expected value (any JSON).")
+    actual: Any = Field(default=None, description="Actual value (any JSON).")
+    message: str | None = Field(default=None, description="Explanation for humans.")
+    step_name: str | None = Field(default=None, description="Step the assertion checked.")
+    step_index: int | None = Field(default=None, description="Index of that step.")
+    step_id: str | None = Field(default=None, description="Id of the step scope it ran in.")
+    trace_id: str | None = Field(default=None, description="Trace / correlation id.")
+
+
+class LogLine(StreamRecord):
+    """One line of ``logs.jsonl``: ``run.log(...)`` or a stdlib logging record.
+
+    Named ``LogLine`` so it never shadows :class:`logging.LogRecord`.
+    """
+
+    ts: datetime = Field(default_factory=utcnow, description="When it was logged (UTC).")
+    level: str = Field(description="debug, info, warning, error or critical (lower case).")
+    message: str = Field(description="The message, formatted.")
+    logger: str | None = Field(default=None, description="Name of the stdlib logger.")
+    exc_text: str | None = Field(default=None, description="Formatted exception, if any.")
+    stack: str | None = Field(default=None, description="Formatted stack, if requested.")
+    instance_id: str | None = Field(default=None, description="Instance it was logged in.")
+    step_id: str | None = Field(default=None, description="Step it was logged in.")
+    trace_id: str | None = Field(default=None, description="Trace / correlation id.")
+
+
+STANDARD_STREAMS: Final[Mapping[str, type[BaseModel]]] = {
+    "instances": InstanceRecord,
+    "steps": StepRecord,
+    "assertions": AssertionRecord,
+    "logs": LogLine,
+    "artifacts": ArtifactRef,
+}
+"""Model of each stream runstore defines (``artifacts`` is written by runstore only)."""
+
+DOCUMENTS: Final[Mapping[str, type[BaseModel]]] = {
+    "manifest": RunManifest,
+    "state": RunState,
+    "summary": RunSummary,
+}
+"""Model of each JSON document of a run (``manifest.json``, ``state.json``, ``summary.json``)."""
+
+
+# -- JSON Schema ----------------------------------------------------------------------
+
+
+def schema_of(model: type[BaseModel], *, title: str | None = None) -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of records stored through ``model``."""
+    body = model.model_json_schema(by_alias=True)
+    if title is not None:
+        body["title"] = title
+    return {"$schema": JSON_SCHEMA_DIALECT, **body}
+
+
+def schema(name: str) -> dict[str, Any]:
+    """The JSON Schema of a standard stream or document, by name (``steps``, ``summary``)."""
+    model = STANDARD_STREAMS.get(name) or DOCUMENTS.get(name)
+    if model is None:
+        known = ", ".join([*STANDARD_STREAMS, *DOCUMENTS])
+        raise NotFoundError(
+            f"no schema named {name!r}; runstore defines: {known}",
+            details={"name": name, "known": [*STANDARD_STREAMS, *DOCUMENTS]},
+        )
+    suffix = ".jsonl line" if name in STANDARD_STREAMS else ".json"
+    return schema_of(model, title=f"{name}{suffix}")
+
+
+def schemas() -> dict[str, dict[str, Any]]:
+    """Every JSON Schema :func:`schema` knows, by name: the streams, then the documents."""
+    return {name: schema(name) for name in [*STANDARD_STREAMS, *DOCUMENTS]}
+
+
+# -- validating and encoding ----------------------------------------------------------
+
+
+def _error_details(exc: ValidationError) -> list[dict[str, Any]]:
+    return [
+        {"loc": ".".join(str(part) for part in err["loc"]), "msg": err["msg"], "type": err["type"]}
+        for err in exc.errors(include_url=False)
+    ]
+
+
+class _Codec(Generic[M]):
+    """Validates records against ``model`` and turns them into what is stored."""
+
+    __slots__ = ("_none_defaults", "model", "stream")
+
+    def __init__(self, stream: str, model: type[M]) -> None:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            raise InvalidInputError(
+                f"a typed stream needs a pydantic model class, got {model!r}",
+                details={"stream": stream, "model": repr(model)},
+            )
+        self.stream = stream
+        self.model = model
+        self._none_defaults = frozenset(
+            name
+            for name, info in model.model_fields.items()
+            if not info.is_required() and info.default is None and info.default_factory is None
+        )
+
+    def validate(self, record: M | Mapping[str, Any]) -> M:
+        if isinstance(record, self.model):
+            return record
+        data = record.model_dump() if isinstance(record, BaseModel) else record
+        try:
+            return self.model.model_validate(data)
+        except ValidationError as exc:
+            details = _error_details(exc)
+            first = details[0] if details else {"loc": "", "msg": str(exc)}
+            where = f" at {first['loc']!r}" if first["loc"] else ""
+            raise InvalidInputError(
+                f"record for stream {self.stream!r} does not match {self.model.__name__}"
+                f"{where}: {first['msg']}; nothing was written",
+                details={"stream": self.stream, "model": self.model.__name__, "errors": details},
+            ) from None
+
+    def encode(self, obj: M) -> dict[str, Any]:
+        unset = self._none_defaults.difference(obj.model_fields_set)
+        return obj.model_dump(mode="json", by_alias=True, exclude=set(unset) if unset else None)
+
+    def parse(self, record: Any, number: int, run_id: str) -> M:
+        try:
+            return self.model.model_validate(record)
+        except ValidationError as exc:
+            details = _error_details(exc)
+            first = details[0] if details else {"loc": "", "msg": str(exc)}
+            raise InvalidInputError(
+                f"record {number} of stream {self.stream!r} in run {run_id!r} does not match "
+                f"{self.model.__name__} ({first['loc']}: {first['msg']}); "
+                "read it untyped with view.read() to see it",
+                details={
+                    "run_id": run_id,
+                    "stream": self.stream,
+                    "record": number,
+                    "model": self.model.__name__,
+                    "errors": details,
+                },
+            ) from None
+
+
+# -- handles ----------------------------------------------------------------------------
+
+
+class TypedStream(Generic[M]):
+    """Write side of a typed stream of a :class:`runstore.Run`: ``run.stream(name, Model)``."""
+
+    def __init__(self, run: Run, name: str, model: type[M]) -> None:
+        self.name = validate_stream_name(name)
+        self.model = model
+        self._run = run
+        self._codec = _Codec(name, model)
+
+    def __repr__(self) -> str:
+        return f"<TypedStream {self.name!r} {self.model.__name__} of {self._run.run_id!r}>"
+
+    def validate(self, record: M | Mapping[str, Any]) -> M:
+        """``record`` as a model instance, or :class:`~runstore.errors.InvalidInputError`."""
+        return self._codec.validate(record)
+
+    def append(self, record: M | Mapping[str, Any]) -> M:
+        """Validate ``record`` (a dict or a model instance) and append it; durable on return.
+
+        Returns the validated model instance.
+        """
+        obj = self._codec.validate(record)
+        self._run.append(self.name, self._codec.encode(obj))
+        return obj
+
+
+class AsyncTypedStream(Generic[M]):
+    """Write side of a typed stream of an :class:`~runstore.aio.AsyncRun`."""
+
+    def __init__(self, run: AsyncRun, name: str, model: type[M]) -> None:
+        self.name = validate_stream_name(name)
+        self.model = model
+        self._run = run
+        self._codec = _Codec(name, model)
+
+    def __repr__(self) -> str:
+        return f"<AsyncTypedStream {self.name!r} {self.model.__name__} of {self._run.run_id!r}>"
+
+    def validate(self, record: M | Mapping[str, Any]) -> M:
+        """``record`` as a model instance, or :class:`~runstore.errors.InvalidInputError`."""
+        return self._codec.validate(record)
+
+    async def append(self, record: M | Mapping[str, Any]) -> M:
+        """Validate ``record`` and append it; durable on return. Returns the model instance."""
+        obj = self._codec.validate(record)
+        await self._run.append(self.name, self._codec.encode(obj))
+        return obj
+
+
+class TypedStreamReader(Generic[M]):
+    """Read side of a typed stream of a :class:`runstore.RunView`: iterate it for models."""
+
+    def __init__(self, view: RunView, name: str, model: type[M]) -> None:
+        self.name = validate_stream_name(name, allow_reserved=True)
+        self.model = model
+        self._view = view
+        self._codec = _Codec(name, model)
+
+    def __repr__(self) -> str:
+        return f"<TypedStreamReader {self.name!r} {self.model.__name__} of {self._view.run_id!r}>"
+
+    def __iter__(self) -> Iterator[M]:
+        return self.read()
+
+    def read(self, *, follow: bool = False, poll_interval: float = 0.5) -> Iterator[M]:
+        """Records parsed into the model, in order; ``follow`` as in ``view.read``.
+
+        A record that does not match raises :class:`~runstore.errors.InvalidInputError`
+        naming its position.
+        """
+        parse, run_id = self._codec.parse, self._view.run_id
+        records = self._view.read(self.name, follow=follow, poll_interval=poll_interval)
+        for number, record in enumerate(records, start=1):
+            yield parse(record, number, run_id)
+
+
+class AsyncTypedStreamReader(Generic[M]):
+    """Read side of a typed stream of an :class:`~runstore.aio.AsyncRunView`."""
+
+    def __init__(self, view: AsyncRunView, name: str, model: type[M]) -> None:
+        self.name = validate_stream_name(name, allow_reserved=True)
+        self.model = model
+        self._view = view
+        self._codec = _Codec(name, model)
+
+    def __repr__(self) -> str:
+        return (
+            f"<AsyncTypedStreamReader {self.name!r} {self.model.__name__} of {self._view.run_id!r}>"
+        )
+
+    def __aiter__(self) -> AsyncIterator[M]:
+        return self.read()
+
+    async def read(self, *, follow: bool = False, poll_interval: float = 0.5) -> AsyncIterator[M]:
+        """Records parsed into the model, in order; ``follow`` as in ``view.read``."""
+        parse, run_id = self._codec.parse, self._view.run_id
+        number = 0
+        async for record in self._view.read(self.name, follow=follow, poll_interval=poll_interval):
+            number += 1
+            yield parse(record, number, run_id)
