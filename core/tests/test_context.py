@@ -73,7 +73,9 @@ def test_instance_ids_make_the_summary_count_the_instance(store: runstore.Store)
 def test_keys_the_record_has_are_never_replaced(store: runstore.Store) -> None:
     with store.create_run(run_id="run_keep") as run, run.instance("inst_001"), run.step("a"):
         run.append("steps", {"instance_id": "inst_999", "step_id": None, "n": 1})
-    assert _read(store, "run_keep", "steps") == [{"instance_id": "inst_999", "step_id": None, "n": 1}]
+    assert _read(store, "run_keep", "steps") == [
+        {"instance_id": "inst_999", "step_id": None, "n": 1}
+    ]
 
 
 def test_the_callers_dict_is_not_modified(store: runstore.Store) -> None:
@@ -136,7 +138,9 @@ def test_scope_is_restored_when_the_block_raises(store: runstore.Store) -> None:
 def test_entering_a_scope_returns_the_correlation_in_effect(store: runstore.Store) -> None:
     run = store.create_run(run_id="run_enter")
     with run.instance("inst_001", trace_id="t-1") as correlation:
-        assert correlation == Correlation(run_id="run_enter", instance_id="inst_001", trace_id="t-1")
+        assert correlation == Correlation(
+            run_id="run_enter", instance_id="inst_001", trace_id="t-1"
+        )
     run.finish()
 
 
@@ -272,11 +276,14 @@ def test_a_broken_tracer_never_breaks_an_append(
 
 
 def test_a_thread_gets_the_scope_when_given_a_copy_of_the_context(store: runstore.Store) -> None:
-    with store.create_run(run_id="run_thread") as run, run.instance("inst_001"):
-        with ThreadPoolExecutor(1) as pool:
-            ctx = contextvars.copy_context()
-            pool.submit(ctx.run, run.append, "steps", {"n": 1}).result()
-            pool.submit(run.append, "steps", {"n": 2}).result()  # a bare thread: no scope
+    with (
+        store.create_run(run_id="run_thread") as run,
+        run.instance("inst_001"),
+        ThreadPoolExecutor(1) as pool,
+    ):
+        ctx = contextvars.copy_context()
+        pool.submit(ctx.run, run.append, "steps", {"n": 1}).result()
+        pool.submit(run.append, "steps", {"n": 2}).result()  # a bare thread: no scope
     assert _read(store, "run_thread", "steps") == [{"n": 1, "instance_id": "inst_001"}, {"n": 2}]
 
 
