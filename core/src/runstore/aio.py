@@ -736,20 +736,22 @@ class AsyncRunView:
         async for chunk in self.store.log_backend.read_bytes(self.run_id, stream, offset):
             yield chunk
 
-    async def read_batches(
-        self, stream: str, *, follow: bool = False, poll_interval: float = 0.5
-    ) -> AsyncIterator[list[Any]]:
-        """Records of ``stream`` in batches (one per chunk read): the streaming primitive."""
+    async def follow_chunks(
+        self, stream: str, decoder: LineDecoder, *, follow: bool = False, poll_interval: float = 0.5
+    ) -> AsyncIterator[bytes]:
+        """Raw chunks of ``stream`` from ``decoder.offset`` on, for a consumer feeding ``decoder``.
+
+        Decoding stays with the consumer (in the sync API, the caller's
+        thread) so the event loop only moves bytes. With ``follow=True`` it
+        polls for more until the run has finished, then drains once more.
+        """
         validate_stream_name(stream, allow_reserved=True)
-        decoder = LineDecoder(stream)
         while True:
             decoder.pending = b""
             async for chunk in self.store.log_backend.read_bytes(
                 self.run_id, stream, decoder.offset
             ):
-                lines = decoder.feed(chunk)
-                if lines:
-                    yield decoder.decode(lines)
+                yield chunk
             self.torn_tails[stream] = decoder.torn_tail
             if not follow or self.state.is_terminal:
                 return
@@ -758,12 +760,27 @@ class AsyncRunView:
             # Once the writer has finished, one last drain picks up its final records.
             follow = not self.state.is_terminal
 
+    async def read_batches(
+        self, stream: str, *, follow: bool = False, poll_interval: float = 0.5
+    ) -> AsyncIterator[list[Any]]:
+        """Records of ``stream`` in batches (one per chunk read): the streaming primitive."""
+        decoder = LineDecoder(stream)
+        async for chunk in self.follow_chunks(
+            stream, decoder, follow=follow, poll_interval=poll_interval
+        ):
+            lines = decoder.feed(chunk)
+            if lines:
+                yield decoder.decode(lines)
+
     async def read(
         self, stream: str, *, follow: bool = False, poll_interval: float = 0.5
     ) -> AsyncIterator[Any]:
         """Records of ``stream`` in order. ``follow=True`` waits for more until the run ends."""
-        async for batch in self.read_batches(stream, follow=follow, poll_interval=poll_interval):
-            for record in batch:
+        decoder = LineDecoder(stream)
+        async for chunk in self.follow_chunks(
+            stream, decoder, follow=follow, poll_interval=poll_interval
+        ):
+            for record in decoder.records(decoder.feed(chunk)):
                 yield record
 
     async def artifacts(self) -> list[ArtifactRef]:

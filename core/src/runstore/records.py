@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, Final
 
 import orjson
@@ -83,22 +84,30 @@ class LineDecoder:
         self.offset += len(data) - len(self.pending)
         return lines
 
-    def decode(self, lines: list[bytes]) -> list[Any]:
-        """Parse lines fed last; a line that does not parse is :class:`CorruptError`."""
+    def records(self, lines: list[bytes]) -> Iterator[Any]:
+        """Parse lines fed last, one at a time; a line that does not parse is :class:`CorruptError`.
+
+        Lazily, on purpose: records that die as soon as the consumer is done
+        with them keep the garbage collector idle (building a list of every
+        record of a chunk made reading 2-3x slower).
+        """
         loads = orjson.loads
-        try:
-            out = [loads(line) for line in lines]
-        except orjson.JSONDecodeError:
-            for index, line in enumerate(lines):
-                try:
-                    loads(line)
-                except orjson.JSONDecodeError as exc:
-                    number = self.line_number + index + 1
-                    raise CorruptError(
-                        f"{self.stream}.jsonl line {number} is not valid JSON ({exc}); "
-                        "run 'runstore verify' to see every damaged record",
-                        details={"stream": self.stream, "line": number, "error": str(exc)},
-                    ) from None
-            raise
+        for index, line in enumerate(lines):
+            try:
+                record = loads(line)
+            except orjson.JSONDecodeError as exc:
+                raise self._corrupt(index, exc) from None
+            yield record
         self.line_number += len(lines)
-        return out
+
+    def decode(self, lines: list[bytes]) -> list[Any]:
+        """Parse lines fed last into a list (see :meth:`records`)."""
+        return list(self.records(lines))
+
+    def _corrupt(self, index: int, exc: Exception) -> CorruptError:
+        number = self.line_number + index + 1
+        return CorruptError(
+            f"{self.stream}.jsonl line {number} is not valid JSON ({exc}); "
+            "run 'runstore verify' to see every damaged record",
+            details={"stream": self.stream, "line": number, "error": str(exc)},
+        )

@@ -36,7 +36,7 @@ from runstore.models import (
     RunStatus,
     RunSummary,
 )
-from runstore.records import encode_record
+from runstore.records import LineDecoder, encode_record
 from runstore.replay import InstanceBundle, sync_bundle
 from runstore.streams import TypedStream, TypedStreamReader
 
@@ -329,10 +329,10 @@ class RunView:
 
         ``follow=True`` waits for more records until the run ends.
         """
-        for batch in self._portal.iterate(
-            self.aio.read_batches(stream, follow=follow, poll_interval=poll_interval)
-        ):
-            yield from batch
+        decoder = LineDecoder(stream)
+        chunks = self.aio.follow_chunks(stream, decoder, follow=follow, poll_interval=poll_interval)
+        for chunk in self._portal.iterate(chunks):
+            yield from decoder.records(decoder.feed(chunk))
 
     def artifacts(self) -> list[ArtifactRef]:
         return self._portal.call(self.aio.artifacts())
