@@ -32,8 +32,10 @@ def runstore_register_backends(register: Callable[[BackendSpec], None]) -> None:
     :param register: call it once per backend with a
         :class:`~runstore.backends.BackendSpec`; one plugin may register several.
 
-    Called once when a store's plugin manager is built. Every implementation
-    is called.
+    Called once per store, when the store opens and picks a backend for each
+    concern (and by tools that list backends, such as ``runstore backends``).
+    Registering a name twice, or passing anything but a ``BackendSpec``, is a
+    :class:`~runstore.errors.PluginError`. Every implementation is called.
 
     .. versionadded:: 0.1
     """
@@ -46,7 +48,7 @@ def runstore_run_created(manifest: RunManifest, state: RunState) -> None:
     :param manifest: the run's immutable manifest.
     :param state: its first state snapshot (status ``created``).
 
-    Every implementation is called.
+    Called by ``create_run`` before it returns. Every implementation is called.
 
     .. versionadded:: 0.1
     """
@@ -58,7 +60,11 @@ def runstore_state_changed(state: RunState) -> None:
 
     :param state: the new, durable state.
 
-    Every implementation is called.
+    Called after every state write of a run being written: when it starts
+    running (or ``resume_run`` restarts it), on ``set_phase`` and when it
+    finishes (just before :func:`runstore_run_finished`). Heartbeats only
+    refresh ``heartbeat_at`` and are not reported. Every implementation is
+    called.
 
     .. versionadded:: 0.1
     """
@@ -71,8 +77,8 @@ def runstore_artifact_stored(ref: ArtifactRef) -> None:
     :param ref: the artifact reference (name, kind, sha256, size, media type),
         what an orchestrator records as a phase output.
 
-    Called only when bytes were stored, not for an identical re-put. Every
-    implementation is called.
+    Called by ``put_artifact`` before it returns, only when bytes were
+    stored, not for an identical re-put. Every implementation is called.
 
     .. versionadded:: 0.1
     """
@@ -86,7 +92,9 @@ def runstore_stream_flushed(run_id: str, stream: str, record_count: int) -> None
     :param stream: the stream name.
     :param record_count: records this writer appended so far.
 
-    Every implementation is called.
+    Called for each stream a run has open (``artifacts`` included) by
+    ``run.flush()``, and when the streams are closed: when the run finishes or
+    the store is closed. Every implementation is called.
 
     .. versionadded:: 0.1
     """
@@ -98,6 +106,8 @@ def runstore_run_finished(summary: RunSummary) -> None:
 
     :param summary: the run's final aggregates (status, pass/fail counts, ...).
 
+    Called once per run by ``finish`` (also when ``with run:`` exits, and when
+    recovery marks a dead run ``crashed``), after the streams are closed.
     Every implementation is called.
 
     .. versionadded:: 0.1
