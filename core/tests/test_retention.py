@@ -86,8 +86,9 @@ def test_older_than_uses_the_finish_time() -> None:
 
 
 def test_max_total_bytes_deletes_oldest_first() -> None:
-    runs: Setup = [(f"run_{n}", {"size": 100}) for n in range(4)]
-    assert _gc(RetentionPolicy(max_total_bytes=250), runs) == ["run_0", "run_1"]
+    # each run holds 10 kB of artifact plus its artifacts.jsonl line
+    runs: Setup = [(f"run_{n}", {"size": 10_000}) for n in range(4)]
+    assert _gc(RetentionPolicy(max_total_bytes=25_000), runs) == ["run_0", "run_1"]
 
 
 def test_dry_run_deletes_nothing() -> None:

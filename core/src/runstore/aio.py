@@ -15,7 +15,7 @@ import hashlib
 import mimetypes
 import os
 import weakref
-from collections.abc import AsyncIterable, AsyncIterator, Collection, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, Any, Literal, Self, TypeVar, get_args
@@ -228,12 +228,15 @@ class AsyncStore:
         config: dict[str, Any] | None = None,
         tags: Collection[str] | None = None,
         correlation_id: str | None = None,
+        log_retention: Mapping[str, int] | None = None,
     ) -> AsyncRun:
         """Create a run (status ``created``) and return it for writing.
 
         Without ``run_id`` an id ``run_YYYYMMDD_NNN`` is generated and claimed
         atomically, so concurrent creators never collide. A given ``run_id``
         that exists raises :class:`~runstore.errors.AlreadyExistsError`.
+        ``log_retention`` declares how many days a stream is kept once the
+        run has finished (``{"logs": 7}``); ``runstore gc`` deletes it then.
         """
         now = utcnow()
         try:
@@ -246,7 +249,10 @@ class AsyncStore:
                 "tags": _string_list("tags", tags) or [],
                 "correlation_id": correlation_id,
                 "runstore_version": __version__,
+                "log_retention": dict(log_retention or {}),
             }
+            for stream in fields["log_retention"]:
+                validate_stream_name(stream)
             RunManifest(run_id="x", **fields)
         except ValueError as exc:
             raise InvalidInputError(f"invalid run metadata: {exc}") from None

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, get_args
 
-from runstore.errors import InvalidInputError
+from runstore.errors import InvalidInputError, UnsupportedError
 from runstore.models import RunManifest, RunRecord, RunState, RunStatus, RunSummary
 
 __all__ = [
@@ -319,6 +319,29 @@ class LogBackend(ABC):
 
     async def finalize(self, run_id: str) -> None:  # noqa: B027 - optional
         """The run finished: compact segments into canonical files, if the backend has any."""
+
+    async def stream_size(self, run_id: str, stream: str) -> int:
+        """Bytes ``stream`` holds (0 if it was never written): what deleting it frees.
+
+        The default reads the stream through; backends override it with a
+        cheaper look-up (a ``stat``, an object listing).
+        """
+        size = 0
+        async for chunk in self.read_bytes(run_id, stream):
+            size += len(chunk)
+        return size
+
+    async def delete_stream(self, run_id: str, stream: str) -> None:
+        """Remove one stream of a finished run (idempotent): how log retention expires it.
+
+        Called only for runs that have finished. The default raises
+        :class:`~runstore.errors.UnsupportedError`; ``runstore gc`` then keeps
+        the stream and says so.
+        """
+        raise UnsupportedError(
+            f"the {type(self).__name__} log backend cannot delete a single stream",
+            details={"run_id": run_id, "stream": stream},
+        )
 
     @abstractmethod
     async def delete_run(self, run_id: str) -> None:

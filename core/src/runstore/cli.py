@@ -424,7 +424,14 @@ def report_error(cli_ctx: CliContext, exc: RunstoreError) -> None:
         click.echo(f"{click.style('error:', fg='red', bold=True)} {exc.message}", err=True)
 
 
-LAZY_COMMANDS: dict[str, str] = {}
+LAZY_COMMANDS: dict[str, str] = {
+    "diff": "runstore.cli_maintenance:diff",
+    "gc": "runstore.cli_maintenance:gc",
+    "recover": "runstore.cli_maintenance:recover",
+    "verify": "runstore.cli_maintenance:verify",
+    "replay": "runstore.cli_integrations:replay",
+    "schema": "runstore.cli_integrations:schema",
+}
 """Commands that live in their own module, imported only when run: ``name -> "module:attr"``.
 
 A command with heavy dependencies (a web viewer, say) goes in its own module,

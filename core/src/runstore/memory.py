@@ -196,6 +196,13 @@ class MemoryBackend(StateBackend, LogBackend, ArtifactBackend):
     async def list_streams(self, run_id: str) -> list[str]:
         return sorted(s for r, s in list(self._data.streams) if r == run_id)
 
+    async def stream_size(self, run_id: str, stream: str) -> int:
+        return len(self._data.streams.get((run_id, stream), b""))
+
+    async def delete_stream(self, run_id: str, stream: str) -> None:
+        with self._data.lock:
+            self._data.streams.pop((run_id, stream), None)
+
     # -- artifacts --------------------------------------------------------------
 
     async def put(self, run_id: str, name: str, source: ArtifactSource) -> StoredArtifact:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
 
 __all__ = [
     "TERMINAL_STATUSES",
@@ -55,6 +55,10 @@ class RunManifest(_Model):
     tags: list[str] = Field(default_factory=list)
     correlation_id: str | None = None
     runstore_version: str | None = None
+    log_retention: dict[str, NonNegativeInt] = Field(default_factory=dict)
+    """Days each named stream is kept once the run has finished (``runstore gc``
+    then deletes it, the rest of the run stays); an unnamed stream lives as long
+    as the run. Each stream's :class:`LogRef` carries its ``retention_days``."""
 
 
 class PhaseProgress(_Model):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -23,11 +24,22 @@ from pathlib import Path
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from runstore.aio import AsyncStore
-from runstore.errors import InvalidInputError, NotFoundError
-from runstore.models import RunRecord, RunStatus, utcnow
+from runstore.aio import AsyncRunView, AsyncStore
+from runstore.errors import ConflictError, InvalidInputError, NotFoundError, UnsupportedError
+from runstore.layout import ARTIFACTS_STREAM, stream_path
+from runstore.models import TERMINAL_STATUSES, LogRef, RunStatus, utcnow
 
-__all__ = ["Candidate", "RetentionPolicy", "collect_garbage", "parse_age"]
+__all__ = [
+    "Candidate",
+    "ExpiredStream",
+    "RetentionPolicy",
+    "collect_garbage",
+    "expire_streams",
+    "expired_streams",
+    "log_refs",
+    "parse_age",
+    "run_bytes",
+]
 
 _AGE = re.compile(r"(\d+)\s*([smhdw])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -91,11 +103,69 @@ class Candidate:
     run_id: str
     reason: str
     bytes: int
+    """What the run holds: its artifacts and its streams."""
 
 
-async def _run_bytes(store: AsyncStore, record: RunRecord) -> int:
-    view = await store.get_run(record.run_id)
-    return view.summary.artifact_bytes if view.summary else 0
+@dataclass(frozen=True)
+class ExpiredStream:
+    """A log stream whose retention has expired: ``gc`` deletes it (the run stays)."""
+
+    run_id: str
+    stream: str
+    reason: str
+    bytes: int
+
+
+def _fmt_age(age: timedelta) -> str:
+    if age.days:
+        return f"{age.days}d"
+    hours, rest = divmod(int(age.total_seconds()), 3600)
+    return f"{hours}h" if hours else f"{rest // 60}m"
+
+
+async def run_bytes(store: AsyncStore, run_id: str) -> int:
+    """Bytes a run holds: its artifacts (as recorded) and its streams (as stored)."""
+    view = await store.get_run(run_id)
+    if view.summary is not None:
+        artifact_bytes = view.summary.artifact_bytes
+    else:
+        artifact_bytes = sum(ref.size for ref in await view.artifacts())
+    streams = [await store.log_backend.stream_size(run_id, s) for s in await view.streams()]
+    return artifact_bytes + sum(streams)
+
+
+async def log_refs(view: AsyncRunView) -> list[LogRef]:
+    """A reference to each stream of the run, carrying its retention.
+
+    ``retention_days`` comes from the run's manifest (``log_retention``, given
+    to ``create_run``); ``record_count`` from the summary once the run finished.
+    """
+    counts = view.summary.stream_counts if view.summary is not None else {}
+    retention = view.manifest.log_retention
+    return [
+        LogRef(
+            run_id=view.run_id,
+            stream=stream,
+            location=stream_path(view.run_id, stream),
+            record_count=counts.get(stream),
+            retention_days=retention.get(stream),
+        )
+        for stream in await view.streams()
+        if stream != ARTIFACTS_STREAM
+    ]
+
+
+def expired_streams(view: AsyncRunView, now: datetime) -> dict[str, int]:
+    """Streams of a finished run whose retention has run out: ``name -> retention_days``."""
+    state = view.state
+    if not state.is_terminal:
+        return {}
+    finished = state.finished_at or state.updated_at
+    return {
+        stream: days
+        for stream, days in view.manifest.log_retention.items()
+        if now - finished >= timedelta(days=days)
+    }
 
 
 async def collect_garbage(
@@ -105,7 +175,15 @@ async def collect_garbage(
     dry_run: bool = False,
     now: datetime | None = None,
 ) -> list[Candidate]:
-    """Delete the runs ``policy`` selects (newest kept first); return what went."""
+    """Delete the runs ``policy`` selects; return what went (or would go, in a dry run).
+
+    Candidates are finished runs, without a protected tag, of the selected
+    statuses, and not among the newest ``keep_last`` runs of those statuses.
+    Of these, a run goes when it finished more than ``older_than`` ago, when
+    ``keep_last`` is the only rule, or, oldest first, while the store holds
+    more than ``max_total_bytes``. A run that came back to life (resumed)
+    meanwhile is kept: deletion never forces.
+    """
     if not policy.selects_anything:
         raise InvalidInputError(
             "the retention policy selects nothing: set older_than, keep_last or max_total_bytes"
@@ -113,36 +191,97 @@ async def collect_garbage(
     now = now or utcnow()
     records = await store.list_runs()  # newest first
     protected = set(policy.keep_tags)
+    considered = [r for r in records if policy.statuses is None or r.status in policy.statuses]
+    newest = {r.run_id for r in considered[: policy.keep_last]} if policy.keep_last else set()
+    eligible = [
+        r
+        for r in considered
+        if r.status in TERMINAL_STATUSES
+        and not protected.intersection(r.tags)
+        and r.run_id not in newest
+    ]
     chosen: dict[str, str] = {}
-    eligible: list[RunRecord] = []
-    for position, record in enumerate(records):
-        if record.status in ("created", "running") or protected.intersection(record.tags):
-            continue
-        if policy.statuses is not None and record.status not in policy.statuses:
-            continue
-        if policy.keep_last is not None and position < policy.keep_last:
-            continue
-        eligible.append(record)
-        if policy.keep_last is not None:
-            chosen[record.run_id] = f"beyond the newest {policy.keep_last}"
+    keep_last_alone = policy.older_than is None and policy.max_total_bytes is None
+    for record in eligible:
+        if policy.keep_last is not None and keep_last_alone:
+            chosen[record.run_id] = f"not among the newest {policy.keep_last}"
         finished = record.finished_at or record.updated_at
         if policy.older_than is not None and now - finished > policy.older_than:
-            chosen[record.run_id] = f"finished {now - finished} ago"
-    sizes = {r.run_id: await _run_bytes(store, r) for r in eligible}
+            chosen[record.run_id] = f"finished {_fmt_age(now - finished)} ago"
+    sizes = {r.run_id: await run_bytes(store, r.run_id) for r in eligible}
     if policy.max_total_bytes is not None:
-        total = sum([await _run_bytes(store, r) for r in records])
+        total = sum(
+            [
+                sizes[r.run_id] if r.run_id in sizes else await run_bytes(store, r.run_id)
+                for r in records
+            ]
+        )
+        total -= sum(sizes[run_id] for run_id in chosen)
         for record in reversed(eligible):  # oldest first
             if total <= policy.max_total_bytes:
                 break
             if record.run_id not in chosen:
                 chosen[record.run_id] = f"store over {policy.max_total_bytes} bytes"
-            total -= sizes[record.run_id]
+                total -= sizes[record.run_id]
     out = [
         Candidate(r.run_id, chosen[r.run_id], sizes[r.run_id])
         for r in eligible
         if r.run_id in chosen
     ]
-    if not dry_run:
-        for candidate in out:
-            await store.delete_run(candidate.run_id)
+    if dry_run:
+        return out
+    deleted = []
+    for candidate in out:
+        try:
+            await store.delete_run(candidate.run_id)  # refuses a run that is live again
+        except ConflictError:
+            continue
+        except NotFoundError:
+            pass  # deleted by someone else meanwhile: gone all the same
+        deleted.append(candidate)
+    return deleted
+
+
+async def expire_streams(
+    store: AsyncStore,
+    policy: RetentionPolicy | None = None,
+    *,
+    dry_run: bool = False,
+    now: datetime | None = None,
+    skip: Collection[str] = (),
+) -> list[ExpiredStream]:
+    """Delete the log streams of finished runs whose retention has expired.
+
+    A stream's retention is declared when the run is created
+    (``create_run(..., log_retention={"logs": 7})``) and counts from the
+    run's finish. Live runs, runs with one of ``policy.keep_tags`` and runs
+    in ``skip`` are left alone; the rest of each run stays. A backend that
+    cannot delete a single stream is skipped (its streams stay).
+    """
+    now = now or utcnow()
+    protected = set(policy.keep_tags if policy is not None else RetentionPolicy().keep_tags)
+    out: list[ExpiredStream] = []
+    for record in await store.list_runs(status=sorted(TERMINAL_STATUSES)):  # type: ignore[arg-type]
+        if record.run_id in skip or protected.intersection(record.tags):
+            continue
+        try:
+            view = await store.get_run(record.run_id)
+        except NotFoundError:
+            continue
+        expired = expired_streams(view, now)
+        if not expired:
+            continue
+        present = set(await view.streams())
+        finished = view.state.finished_at or view.state.updated_at
+        for stream, days in sorted(expired.items()):
+            if stream not in present:
+                continue
+            size = await store.log_backend.stream_size(record.run_id, stream)
+            if not dry_run:
+                try:
+                    await store.log_backend.delete_stream(record.run_id, stream)
+                except UnsupportedError:
+                    continue
+            reason = f"retention {days}d; run finished {_fmt_age(now - finished)} ago"
+            out.append(ExpiredStream(record.run_id, stream, reason, size))
     return out

@@ -9,7 +9,7 @@ thread through the backend's writer, so it costs about as much as a raw
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
@@ -120,6 +120,7 @@ class Store:
         config: dict[str, Any] | None = None,
         tags: Collection[str] | None = None,
         correlation_id: str | None = None,
+        log_retention: Mapping[str, int] | None = None,
     ) -> Run:
         """Create a run (status ``created``); see :meth:`runstore.aio.AsyncStore.create_run`."""
         arun = self._portal.call(
@@ -131,6 +132,7 @@ class Store:
                 config=config,
                 tags=tags,
                 correlation_id=correlation_id,
+                log_retention=log_retention,
             )
         )
         return Run(arun, self._portal)

@@ -595,6 +595,17 @@ class FsspecBackend(StateBackend, LogBackend, ArtifactBackend):
         segment_dirs, _ = await self.objects.listdir(f"{run_id}/{SEGMENTS_DIR}")
         return sorted(names | set(segment_dirs))
 
+    async def stream_size(self, run_id: str, stream: str) -> int:
+        canonical = await self.objects.head(stream_path(run_id, stream))
+        end = canonical.size if canonical else 0
+        for segment in await self._segments(run_id, stream):
+            end = max(end, segment.end)
+        return end
+
+    async def delete_stream(self, run_id: str, stream: str) -> None:
+        keys = [segment.key for segment in await self._segments(run_id, stream)]
+        await self.objects.delete([stream_path(run_id, stream), *keys])
+
     async def finalize(self, run_id: str) -> None:
         streams, _ = await self.objects.listdir(f"{run_id}/{SEGMENTS_DIR}")
         for stream in streams:

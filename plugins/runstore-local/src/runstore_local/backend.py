@@ -296,6 +296,31 @@ class LocalBackend(StateBackend, LogBackend, ArtifactBackend):
         suffix = layout.STREAM_SUFFIX
         return sorted(n[: -len(suffix)] for n in names if n.endswith(suffix))
 
+    async def stream_size(self, run_id: str, stream: str) -> int:
+        name = stream + layout.STREAM_SUFFIX
+        with self._run_dir(run_id) as run_fd:
+            try:
+                return os.stat(name, dir_fd=run_fd, follow_symlinks=False).st_size
+            except FileNotFoundError:
+                return 0
+            except OSError as exc:
+                raise translate(
+                    exc, f"cannot stat {name} of run {run_id!r}", run_id=run_id
+                ) from exc
+
+    async def delete_stream(self, run_id: str, stream: str) -> None:
+        name = stream + layout.STREAM_SUFFIX
+        with self._run_dir(run_id) as run_fd:
+            try:
+                os.unlink(name, dir_fd=run_fd)
+            except FileNotFoundError:
+                return
+            except OSError as exc:
+                raise translate(
+                    exc, f"cannot delete {name} of run {run_id!r}", run_id=run_id
+                ) from exc
+            fsync_dir(run_fd)
+
     # -- artifacts --------------------------------------------------------------
 
     def _artifact_parent(self, run_fd: int, name: str, *, create: bool) -> tuple[int, str]:

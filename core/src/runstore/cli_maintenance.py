@@ -1,0 +1,581 @@
+"""``runstore verify``, ``diff``, ``gc`` and ``recover``: keeping a store healthy.
+
+Each command is a thin layer over :mod:`runstore.maintenance` and
+:mod:`runstore.retention`; it is registered through
+:data:`runstore.cli.LAZY_COMMANDS` and follows the conventions described in
+:mod:`runstore.cli` (exit status, ``--json``, examples in ``--help``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Coroutine, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, TypeVar, get_args
+
+import click
+import orjson
+from rich import box
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from runstore.aio import AsyncStore
+from runstore.aio import open as open_async
+from runstore.cli import (
+    EXIT_FAILURE,
+    CliContext,
+    emit_json,
+    fmt_bytes,
+    json_option,
+    pass_cli,
+)
+from runstore.errors import InvalidInputError
+from runstore.maintenance import (
+    DEFAULT_STALE_AFTER,
+    Difference,
+    Problem,
+    Recovery,
+    diff_runs,
+    recover_runs,
+    verify_run,
+)
+from runstore.models import RunStatus
+from runstore.retention import (
+    Candidate,
+    ExpiredStream,
+    RetentionPolicy,
+    collect_garbage,
+    expire_streams,
+    parse_age,
+)
+
+__all__ = ["diff", "gc", "recover", "verify"]
+
+T = TypeVar("T")
+
+RUN_STATUSES: Final = get_args(RunStatus)
+
+
+def _call(cli_ctx: CliContext, coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine of the async API on the store's event loop."""
+    return cli_ctx.store._portal.call(coro)
+
+
+def _progress(cli_ctx: CliContext, label: str) -> Progress:
+    """A progress bar on stderr, shown only to a person at a terminal."""
+    return Progress(
+        TextColumn(f"[bold]{label}[/] {{task.fields[current]}}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=cli_ctx.err,
+        transient=True,
+        disable=cli_ctx.json or not cli_ctx.err.is_terminal,
+    )
+
+
+if TYPE_CHECKING:  # click >= 8.4 makes ParamType generic; older versions are not subscriptable
+    _AgeParam = click.ParamType[timedelta]
+    _SizeParam = click.ParamType[int]
+else:
+    _AgeParam = _SizeParam = click.ParamType
+
+
+class AgeParam(_AgeParam):
+    """An age such as ``90s``, ``5m``, ``12h``, ``30d`` or ``2w``."""
+
+    name = "AGE"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> timedelta:
+        if isinstance(value, timedelta):
+            return value
+        try:
+            return parse_age(str(value))
+        except InvalidInputError as exc:
+            self.fail(exc.message, param, ctx)
+
+
+class SizeParam(_SizeParam):
+    """A size in bytes: ``1048576``, ``500M``, ``10G``, ``1.5GiB`` (powers of 1024)."""
+
+    name = "SIZE"
+    _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?", re.IGNORECASE)
+    _POWERS: Final = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        match = self._SIZE.fullmatch(str(value).strip())
+        if match is None:
+            self.fail(f"{value!r} is not a size: use bytes or 500M, 10G, 1T", param, ctx)
+        number, unit = float(match.group(1)), match.group(2).lower()
+        return int(number * 1024 ** self._POWERS[unit])
+
+
+# -- verify -------------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("run_ids", metavar="[RUN]...", nargs=-1)
+@json_option
+@pass_cli
+def verify(cli_ctx: CliContext, run_ids: tuple[str, ...]) -> None:
+    """Check runs: re-hash every artifact, parse every stream, check snapshots.
+
+    With no RUN, checks every run in the store. Each artifact's bytes must
+    match the sha256 and size recorded when it was stored, every line of
+    every stream must parse, and a finished run's summary must agree with
+    its streams (record counts, pass/fail counts, artifact count). Exits 1
+    if any run has a problem, after listing every problem found.
+
+    \b
+    Examples:
+      runstore verify
+      runstore verify run_20240115_001 run_20240115_002
+      runstore verify --json | jq '.runs[] | select(.ok | not)'
+    """
+    if not run_ids:
+        run_ids = tuple(r.run_id for r in cli_ctx.store.list_runs())
+    results: list[tuple[str, list[Problem]]] = []
+    with _progress(cli_ctx, "verifying") as progress:
+        task = progress.add_task("verify", total=len(run_ids), current="")
+        for run_id in run_ids:
+            progress.update(task, current=run_id)
+            results.append((run_id, _call(cli_ctx, verify_run(cli_ctx.store.aio, run_id))))
+            progress.advance(task)
+    failed = [run_id for run_id, problems in results if problems]
+    count = sum(len(problems) for _, problems in results)
+    if cli_ctx.json:
+        emit_json(
+            {
+                "ok": not failed,
+                "checked": len(results),
+                "failed": len(failed),
+                "problems": count,
+                "runs": [
+                    {
+                        "run_id": run_id,
+                        "ok": not problems,
+                        "problems": [{"where": p.where, "message": p.message} for p in problems],
+                    }
+                    for run_id, problems in results
+                ],
+            }
+        )
+    else:
+        out = cli_ctx.out
+        for run_id, problems in results:
+            if not problems:
+                out.print(Text.assemble(("ok    ", "green"), run_id))
+                continue
+            out.print(Text.assemble(("FAIL  ", "bold red"), run_id))
+            for problem in problems:
+                out.print(Text(f"      {problem.where}: {problem.message}"))
+        if not results:
+            out.print(f"no runs to verify in {cli_ctx.store_url}", markup=False)
+        elif failed:
+            out.print(
+                f"{len(failed)} of {len(results)} runs have problems ({count} in all)",
+                style="bold red",
+                markup=False,
+            )
+        else:
+            out.print(f"{len(results)} runs verified, no problems", style="green", markup=False)
+    if failed:
+        raise SystemExit(EXIT_FAILURE)
+
+
+# -- diff ---------------------------------------------------------------------------
+
+
+def _leaf_changes(left: Any, right: Any, path: str = "") -> Iterator[tuple[str, Any, Any]]:
+    """The paths where two JSON values differ: ``("observation.latency_ms", 120, 130)``."""
+    if isinstance(left, dict) and isinstance(right, dict):
+        for key in sorted(left.keys() | right.keys()):
+            sub = f"{path}.{key}" if path else str(key)
+            if key not in left:
+                yield sub, _MISSING, right[key]
+            elif key not in right:
+                yield sub, left[key], _MISSING
+            elif left[key] != right[key]:
+                yield from _leaf_changes(left[key], right[key], sub)
+    elif left != right:
+        yield path or "(value)", left, right
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "(absent)"
+
+
+_MISSING: Final = _Missing()
+
+
+def _show(value: Any) -> str:
+    if value is _MISSING:
+        return "(absent)"
+    return orjson.dumps(value).decode()
+
+
+def describe_difference(diff: Difference, a: str, b: str) -> list[str]:
+    """One difference as lines a person reads, naming the runs ``a`` and ``b``."""
+    where, left, right = diff.where, diff.left, diff.right
+    if isinstance(left, bool) and isinstance(right, bool):  # a stream only one run has
+        return [f"{where}: only in {a if left else b}"]
+    if where.startswith("artifacts/"):
+        if left is None or right is None:
+            return [f"{where}: only in {a if right is None else b}"]
+        return [f"{where}: content differs (sha256 {left[:12]}… != {right[:12]}…)"]
+    if left is None or right is None:
+        return [f"{where}: only in {a if right is None else b}: {_show(left or right)}"]
+    changes = list(_leaf_changes(left, right))
+    return [f"{where}: {path}: {_show(x)} != {_show(y)}" for path, x, y in changes]
+
+
+@contextmanager
+def _second_store(cli_ctx: CliContext, url: str | None) -> Iterator[AsyncStore]:
+    """The store RUN_B lives in, opened on the first store's event loop (one loop for both)."""
+    if url is None:
+        yield cli_ctx.store.aio
+        return
+
+    async def opened() -> AsyncStore:
+        return open_async(url)
+
+    other = _call(cli_ctx, opened())
+    try:
+        yield other
+    finally:
+        _call(cli_ctx, other.aclose())
+
+
+@click.command()
+@click.argument("run_a", metavar="RUN_A")
+@click.argument("run_b", metavar="RUN_B")
+@click.option(
+    "--store-b",
+    metavar="URL",
+    help="Store holding RUN_B (default: the same store as RUN_A).",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Stop after this many differences.",
+)
+@json_option
+@pass_cli
+def diff(cli_ctx: CliContext, run_a: str, run_b: str, store_b: str | None, limit: int) -> None:
+    """Compare two runs structurally and by content; exit 0 when they match.
+
+    Compares the manifests, final status and summaries, every record of
+    every stream (line by line) and every artifact (by sha256), ignoring
+    what legitimately differs between two runs of the same seed and config:
+    run ids, timestamps, durations and revisions. Exits 1 and lists the
+    differences when the runs differ.
+
+    \b
+    Examples:
+      runstore diff run_20240115_001 run_20240115_002
+      runstore --store ./runs diff run_a run_b --store-b s3://bucket/runs
+      runstore diff run_a run_b --json | jq '.differences[].where'
+    """
+    with _second_store(cli_ctx, store_b) as other:
+        left = cli_ctx.store.get_run(run_a).aio
+        right = _call(cli_ctx, other.get_run(run_b))
+        differences = _call(cli_ctx, diff_runs(left, right, limit=limit))
+    truncated = len(differences) >= limit
+    if cli_ctx.json:
+        emit_json(
+            {
+                "identical": not differences,
+                "run_a": {"store": cli_ctx.store_url, "run_id": run_a},
+                "run_b": {"store": store_b or cli_ctx.store_url, "run_id": run_b},
+                "differences": [
+                    {"where": d.where, "run_a": d.left, "run_b": d.right} for d in differences
+                ],
+                "truncated": truncated,
+            }
+        )
+    elif not differences:
+        cli_ctx.out.print(
+            f"{run_a} and {run_b} are identical (ignoring run ids and timestamps)",
+            style="green",
+            markup=False,
+        )
+    else:
+        for difference in differences:
+            for line in describe_difference(difference, "RUN_A", "RUN_B"):
+                cli_ctx.out.print(Text(line))
+        more = f"; stopped after {limit} (--limit)" if truncated else ""
+        cli_ctx.out.print(
+            f"{run_a} and {run_b} differ: {len(differences)} differences{more}",
+            style="bold red",
+            markup=False,
+        )
+    if differences:
+        raise SystemExit(EXIT_FAILURE)
+
+
+# -- gc -----------------------------------------------------------------------------
+
+
+def _policy(
+    path: Path | None,
+    *,
+    older_than: timedelta | None,
+    keep_last: int | None,
+    statuses: Sequence[str],
+    max_bytes: int | None,
+    keep_tags: Sequence[str],
+) -> RetentionPolicy:
+    """The policy file's rules, overridden by the options given on the command line."""
+    base = RetentionPolicy.from_file(path) if path is not None else RetentionPolicy()
+    updates: dict[str, Any] = {}
+    if older_than is not None:
+        updates["older_than"] = older_than
+    if keep_last is not None:
+        updates["keep_last"] = keep_last
+    if statuses:
+        updates["statuses"] = list(statuses)
+    if max_bytes is not None:
+        updates["max_total_bytes"] = max_bytes
+    if keep_tags:
+        updates["keep_tags"] = sorted({*base.keep_tags, *keep_tags})
+    return RetentionPolicy.model_validate({**base.model_dump(exclude_unset=True), **updates})
+
+
+def _gc_table(candidates: Sequence[Candidate], expired: Sequence[ExpiredStream]) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("run id", style="cyan", no_wrap=True)
+    table.add_column("what", no_wrap=True)
+    table.add_column("size", justify="right", no_wrap=True)
+    table.add_column("why")
+    for c in candidates:
+        table.add_row(Text(c.run_id), "whole run", fmt_bytes(c.bytes), Text(c.reason))
+    for e in expired:
+        table.add_row(Text(e.run_id), Text(f"{e.stream}.jsonl"), fmt_bytes(e.bytes), Text(e.reason))
+    return table
+
+
+@click.command()
+@click.option(
+    "--older-than",
+    type=AgeParam(),
+    help="Delete runs that finished more than AGE ago (e.g. 30d, 12h, 2w).",
+)
+@click.option(
+    "--keep-last",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="Always keep the newest N runs (of --status, if given); "
+    "alone: delete every finished run but those.",
+)
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    type=click.Choice(RUN_STATUSES),
+    help="Only delete runs with this status (repeatable). Live runs are never deleted.",
+)
+@click.option(
+    "--max-bytes",
+    type=SizeParam(),
+    help="Delete the oldest finished runs until the store holds at most SIZE (e.g. 10G).",
+)
+@click.option(
+    "--keep-tag",
+    "keep_tags",
+    multiple=True,
+    metavar="TAG",
+    help="Never delete runs with this tag (repeatable; added to 'pinned' or the policy's keep_tags).",
+)
+@click.option(
+    "--policy",
+    "policy_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="Read the rules from a TOML or JSON file; options given here override it.",
+)
+@click.option("--dry-run", is_flag=True, help="Print what would be deleted; delete nothing.")
+@json_option
+@pass_cli
+def gc(
+    cli_ctx: CliContext,
+    *,
+    older_than: timedelta | None,
+    keep_last: int | None,
+    statuses: tuple[str, ...],
+    max_bytes: int | None,
+    keep_tags: tuple[str, ...],
+    policy_file: Path | None,
+    dry_run: bool,
+) -> None:
+    """Delete finished runs a retention policy selects, and expired log streams.
+
+    A run is deleted when it finished more than --older-than ago, or is not
+    among the newest --keep-last runs (when that is the only rule), or must
+    go to bring the store under --max-bytes (oldest first). --keep-last
+    always protects the newest N runs, and live runs (created, running) and
+    runs tagged 'pinned' or --keep-tag are never deleted.
+
+    Every gc also deletes the log streams whose retention has expired: a
+    run created with log_retention={"logs": 7} loses logs.jsonl 7 days after
+    it finished (the rest of the run stays).
+
+    A policy file holds the same rules:
+
+    \b
+        older_than = "30d"
+        keep_last = 50
+        statuses = ["failed", "cancelled", "crashed"]
+        max_total_bytes = 10_000_000_000
+        keep_tags = ["pinned", "baseline"]
+
+    \b
+    Examples:
+      runstore gc --older-than 30d --keep-last 50 --dry-run
+      runstore gc --status failed --status crashed --older-than 7d
+      runstore gc --max-bytes 10G --keep-tag baseline
+      runstore gc --policy retention.toml --json
+    """
+    policy = _policy(
+        policy_file,
+        older_than=older_than,
+        keep_last=keep_last,
+        statuses=statuses,
+        max_bytes=max_bytes,
+        keep_tags=keep_tags,
+    )
+    store = cli_ctx.store.aio
+    candidates: list[Candidate] = []
+    if policy.selects_anything:
+        candidates = _call(cli_ctx, collect_garbage(store, policy, dry_run=dry_run))
+    gone = {c.run_id for c in candidates}
+    expired = [
+        e
+        for e in _call(cli_ctx, expire_streams(store, policy, dry_run=dry_run, skip=gone))
+        if e.run_id not in gone
+    ]
+    freed = sum(c.bytes for c in candidates) + sum(e.bytes for e in expired)
+    if cli_ctx.json:
+        emit_json(
+            {
+                "dry_run": dry_run,
+                "policy": policy.model_dump(mode="json"),
+                "runs": [
+                    {"run_id": c.run_id, "reason": c.reason, "bytes": c.bytes} for c in candidates
+                ],
+                "streams": [
+                    {"run_id": e.run_id, "stream": e.stream, "reason": e.reason, "bytes": e.bytes}
+                    for e in expired
+                ],
+                "bytes": freed,
+            }
+        )
+        return
+    out = cli_ctx.out
+    if not policy.selects_anything:
+        out.print(
+            "no run retention rule given (--older-than, --keep-last, --max-bytes or --policy): "
+            "only expired log streams are collected",
+            style="dim",
+            markup=False,
+        )
+    if not candidates and not expired:
+        out.print("nothing to delete", markup=False)
+        return
+    out.print(_gc_table(candidates, expired))
+    verb = "would delete" if dry_run else "deleted"
+    what = f"{len(candidates)} runs" + (f" and {len(expired)} log streams" if expired else "")
+    out.print(f"{verb} {what}, {fmt_bytes(freed)}", style="bold", markup=False)
+    if dry_run:
+        out.print("(dry run: nothing was deleted)", style="dim", markup=False)
+
+
+# -- recover ------------------------------------------------------------------------
+
+
+def _recovery_table(results: Sequence[Recovery]) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("run id", style="cyan", no_wrap=True)
+    table.add_column("action", no_wrap=True)
+    table.add_column("torn bytes repaired", justify="right")
+    table.add_column("why")
+    styles = {"marked_crashed": "bold red", "alive": "green", "skipped": "dim"}
+    for r in results:
+        torn = ", ".join(f"{s}: {n}" for s, n in sorted(r.torn_bytes.items())) or "-"
+        table.add_row(
+            Text(r.run_id), Text(r.action, style=styles[r.action]), Text(torn), Text(r.reason)
+        )
+    return table
+
+
+@click.command()
+@click.argument("run_ids", metavar="[RUN]...", nargs=-1)
+@click.option(
+    "--stale-after",
+    type=AgeParam(),
+    default="5m",
+    show_default=True,
+    help="A live run whose last heartbeat is older than AGE is taken for dead.",
+)
+@click.option("--dry-run", is_flag=True, help="Report what would be recovered; change nothing.")
+@json_option
+@pass_cli
+def recover(
+    cli_ctx: CliContext, run_ids: tuple[str, ...], stale_after: timedelta, dry_run: bool
+) -> None:
+    """Mark runs whose writer died as crashed, repairing their torn stream tails.
+
+    A live run (created or running) whose heartbeat is older than
+    --stale-after had its writer killed: its torn last lines are cut off,
+    its summary is rebuilt from what is stored and it is marked crashed.
+    Runs with a fresh heartbeat are left alone, and a writer that comes back
+    meanwhile wins. Running it twice changes nothing the second time. With
+    no RUN, looks at every live run.
+
+    \b
+    Examples:
+      runstore recover --dry-run
+      runstore recover --stale-after 30m
+      runstore recover run_20240115_001 --json
+    """
+    results = _call(
+        cli_ctx,
+        recover_runs(
+            cli_ctx.store.aio,
+            stale_after=stale_after or DEFAULT_STALE_AFTER,
+            run_ids=run_ids or None,
+            dry_run=dry_run,
+        ),
+    )
+    if cli_ctx.json:
+        emit_json(
+            {
+                "dry_run": dry_run,
+                "runs": [
+                    {
+                        "run_id": r.run_id,
+                        "action": r.action,
+                        "torn_bytes": r.torn_bytes,
+                        "reason": r.reason,
+                    }
+                    for r in results
+                ],
+            }
+        )
+        return
+    if not results:
+        cli_ctx.out.print("no live runs: nothing to recover", markup=False)
+        return
+    cli_ctx.out.print(_recovery_table(results))
+    crashed = sum(r.action == "marked_crashed" for r in results)
+    verb = "would mark" if dry_run else "marked"
+    cli_ctx.out.print(f"{verb} {crashed} runs crashed", style="bold", markup=False)
