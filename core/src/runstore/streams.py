@@ -28,6 +28,7 @@ documents, so tools in other languages can read the files;
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Iterator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
@@ -75,10 +76,10 @@ class StreamRecord(BaseModel):
 
 
 class InstanceRecord(StreamRecord):
-    """One line of ``instances.jsonl``: an instance (test case, work item) as it completed.
+    """One line of `instances.jsonl`: an instance (test case, work item) as it completed.
 
-    ``status`` ``passed`` and ``failed`` are counted in the run's summary
-    (``pass_count``, ``fail_count``); any other status is stored as given.
+    `status` `passed` and `failed` are counted in the run's summary
+    (`pass_count`, `fail_count`); any other status is stored as given.
     """
 
     instance_id: str = Field(description="Id of the instance, e.g. inst_001.")
@@ -90,7 +91,7 @@ class InstanceRecord(StreamRecord):
 
 
 class StepRecord(StreamRecord):
-    """One line of ``steps.jsonl``: one step of an instance, in execution order."""
+    """One line of `steps.jsonl`: one step of an instance, in execution order."""
 
     instance_id: str | None = Field(default=None, description="Instance the step belongs to.")
     step_name: str = Field(description="What the step did, e.g. login.")
@@ -102,7 +103,7 @@ class StepRecord(StreamRecord):
 
 
 class AssertionRecord(StreamRecord):
-    """One line of ``assertions.jsonl``: one checked expectation."""
+    """One line of `assertions.jsonl`: one checked expectation."""
 
     instance_id: str | None = Field(default=None, description="Instance that was checked.")
     name: str = Field(description="Name of the assertion, e.g. total_matches_cart.")
@@ -117,9 +118,9 @@ class AssertionRecord(StreamRecord):
 
 
 class LogLine(StreamRecord):
-    """One line of ``logs.jsonl``: ``run.log(...)`` or a stdlib logging record.
+    """One line of `logs.jsonl`: `run.log(...)` or a stdlib logging record.
 
-    Named ``LogLine`` so it never shadows :class:`logging.LogRecord`.
+    Named `LogLine` so it never shadows :class:`logging.LogRecord`.
     """
 
     ts: datetime = Field(default_factory=utcnow, description="When it was logged (UTC).")
@@ -153,9 +154,30 @@ DOCUMENTS: Final[Mapping[str, type[BaseModel]]] = {
 # -- JSON Schema ----------------------------------------------------------------------
 
 
+_RST_ROLE: Final = re.compile(r":[a-z]+:`~?([^`]+)`")
+
+
+def _plain(text: str) -> str:
+    """Docstring markup (``:class:`x```, double backticks) as plain Markdown-ish text."""
+    return _RST_ROLE.sub(r"`\1`", text).replace("``", "`")
+
+
+def _clean(node: Any) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "description" and isinstance(value, str):
+                node[key] = _plain(value)
+            else:
+                _clean(value)
+    elif isinstance(node, list):
+        for item in node:
+            _clean(item)
+
+
 def schema_of(model: type[BaseModel], *, title: str | None = None) -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of records stored through ``model``."""
     body = model.model_json_schema(by_alias=True)
+    _clean(body)
     if title is not None:
         body["title"] = title
     return {"$schema": JSON_SCHEMA_DIALECT, **body}
