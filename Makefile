@@ -15,8 +15,8 @@ $(STAMP): $(REQS)
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
-## make test: format check, lint, mypy strict and every test
-test: lint typecheck pytest
+## make test: format check, lint, mypy strict, the docs build and every test
+test: lint typecheck docs pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check .
@@ -34,6 +34,10 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest
 
+## make docs: build the documentation site into site/, strictly (a warning is an error)
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 ## make demo: simulate a Windtunnel run into ./runs, then print how to look at it
 demo: $(STAMP)
 	$(BIN)/runstore demo
@@ -45,4 +49,4 @@ fmt format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .nox .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .nox .mypy_cache .ruff_cache .pytest_cache site

@@ -1,4 +1,4 @@
-"""nox sessions: each package's tests in its own environment, plus lint, typecheck, bench.
+"""nox sessions: each package's tests in its own environment, plus lint, typecheck, docs, bench.
 
 ``make test`` is the everyday command (one shared .venv); nox proves each
 package installs and passes on its own, the way users install them.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import nox
 
 nox.options.default_venv_backend = "venv"
-nox.options.sessions = ["lint", "typecheck", "core", "local", "fsspec", "integration"]
+nox.options.sessions = ["lint", "typecheck", "core", "local", "fsspec", "integration", "docs"]
 
 PYTHON = "3.11"
 TEST_DEPS = ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100"]
@@ -61,6 +61,15 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     session.install("-r", "requirements-dev.txt")
     session.run("make", "typecheck", external=True)
+
+
+@nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    """The documentation site, built strictly into site/, and its tests (examples run)."""
+    session.install("-r", "requirements-dev.txt")
+    env = {"NO_MKDOCS_2_WARNING": "1"}
+    session.run("mkdocs", "build", "--strict", "--site-dir", "site", env=env)
+    session.run("pytest", "tests/test_docs.py", *session.posargs, env=env)
 
 
 @nox.session(python=PYTHON)

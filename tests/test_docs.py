@@ -1,0 +1,288 @@
+"""The documentation site: every hook is documented, the examples run, the site builds.
+
+Python blocks in the pages listed in ``PAGES`` run, in page order, in a fresh
+directory: each page in its own interpreter, its blocks sharing one namespace.
+A comment on the line before a block changes that:
+
+* ``<!-- docs-test: skip (why) -->``: not run (it needs S3, say);
+* ``<!-- docs-test: write PATH -->``: written to ``PATH`` in the page's
+  directory instead of run (the files of the "Write a backend" guide).
+"""
+
+from __future__ import annotations
+
+import html
+import inspect
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import pluggy
+import pytest
+
+from runstore import hookspecs
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+
+# The pages this test runs; the other pages belong to other suites
+# (docs/cli.md is generated, docs/integrations.md is tested with its example).
+PAGES = (
+    "index.md",
+    "quickstart.md",
+    "concepts.md",
+    "config.md",
+    "backends/local.md",
+    "backends/fsspec.md",
+    "backends/memory.md",
+    "write-a-backend.md",
+    "guarantees.md",
+    "hooks.md",
+    "errors.md",
+)
+
+_FENCE = re.compile(r"^```(?P<lang>[\w+-]*)[^\n]*$")
+_MARKER = re.compile(r"^<!-- docs-test: (?P<action>skip|write)\b\s*(?P<arg>.*?)\s*-->$")
+
+
+@dataclass(frozen=True)
+class Block:
+    page: str
+    line: int
+    lang: str
+    code: str
+    action: Literal["run", "skip", "write"]
+    path: str = ""
+
+
+def blocks(page: str) -> list[Block]:
+    """The fenced code blocks of ``page`` with what the test does with each."""
+    lines = (DOCS / page).read_text(encoding="utf-8").splitlines()
+    found: list[Block] = []
+    index = 0
+    while index < len(lines):
+        fence = _FENCE.match(lines[index])
+        if fence is None:
+            index += 1
+            continue
+        start = index
+        end = start + 1
+        while end < len(lines) and lines[end] != "```":
+            end += 1
+        assert end < len(lines), f"{page}:{start + 1}: unclosed code block"
+        marker = _MARKER.match(lines[start - 1]) if start else None
+        action: Literal["run", "skip", "write"] = "run"
+        path = ""
+        if marker is not None:
+            action = "skip" if marker["action"] == "skip" else "write"
+            path = marker["arg"] if action == "write" else ""
+            assert marker["arg"], (
+                f"{page}:{start}: say why the block is skipped, or where to write it"
+            )
+        lang = fence["lang"]
+        if action == "run" and lang not in ("python", "py"):
+            action = "skip"  # shell sessions, TOML, trees: shown, not run
+        found.append(
+            Block(page, start + 2, lang, "\n".join(lines[start + 1 : end]) + "\n", action, path)
+        )
+        index = end + 1
+    return found
+
+
+_DRIVER = textwrap.dedent(
+    """
+    import pathlib, sys, traceback
+
+    namespace = {"__name__": "__main__"}
+    for page, line, action, path, code in ACTIONS:
+        if action == "write":
+            target = pathlib.Path(path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(code, encoding="utf-8")
+            continue
+        try:
+            exec(compile(code, f"{page}:{line}", "exec"), namespace)
+        except BaseException:
+            traceback.print_exc()
+            sys.exit(f"FAILED: the python block at docs/{page} line {line}")
+    """
+)
+
+
+def run_page(page: str, workdir: Path) -> subprocess.CompletedProcess[str]:
+    """Write and run ``page``'s blocks in ``workdir``, in a fresh interpreter."""
+    actions = [
+        (b.page, b.line, b.action, b.path, b.code) for b in blocks(page) if b.action != "skip"
+    ]
+    script = workdir.parent / f"{workdir.name}-driver.py"
+    script.write_text(f"ACTIONS = {actions!r}\n{_DRIVER}", encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k != "RUNSTORE_URL"}
+    return subprocess.run(
+        [sys.executable, str(script)],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
+# -- (a) every hook is documented -----------------------------------------------------
+
+
+def _hooks() -> list[tuple[str, list[str], bool]]:
+    """(name, argument names, firstresult) of every hook, from the plugin manager."""
+    pm = pluggy.PluginManager("runstore")
+    pm.add_hookspecs(hookspecs)
+    hooks = []
+    for name, caller in sorted(vars(pm.hook).items()):
+        if name.startswith("_") or caller.spec is None:
+            continue
+        hooks.append((name, list(caller.spec.argnames), bool(caller.spec.opts.get("firstresult"))))
+    return hooks
+
+
+HOOKS = _hooks()
+HOOKS_PAGE = DOCS / "hooks.md"
+
+
+def test_there_are_hooks_to_document() -> None:
+    assert len(HOOKS) >= 6
+
+
+@pytest.mark.parametrize(("name", "args", "firstresult"), HOOKS, ids=[h[0] for h in HOOKS])
+def test_hook_is_documented(name: str, args: list[str], firstresult: bool) -> None:
+    text = HOOKS_PAGE.read_text(encoding="utf-8")
+    signature = f"{name}({', '.join(args)})"
+    heading = f"### {signature} {{ #{name} }}"
+    assert heading in text.splitlines(), (
+        f"docs/hooks.md does not document {signature}: add a section headed\n"
+        f"{heading}\n\n::: runstore.hookspecs.{name}\n    options:\n      show_root_heading: false"
+    )
+    section = text.split(heading, 1)[1].split("\n### ", 1)[0]
+    assert f"::: runstore.hookspecs.{name}\n" in section, (
+        f"the {name} section of docs/hooks.md must render its hookspec docstring"
+    )
+    table_row = next((r for r in text.splitlines() if r.startswith(f"| [`{name}`]")), None)
+    assert table_row is not None, f"the summary table of docs/hooks.md has no row for {name}"
+    assert table_row.rstrip(" |").endswith("first non-None" if firstresult else "all")
+
+
+@pytest.mark.parametrize(("name", "args", "firstresult"), HOOKS, ids=[h[0] for h in HOOKS])
+def test_hookspec_docstring_reads_like_pytests(
+    name: str, args: list[str], firstresult: bool
+) -> None:
+    """What, when, parameters, first result or not, version: the page renders it."""
+    doc = inspect.getdoc(getattr(hookspecs, name)) or ""
+    for arg in args:
+        assert f":param {arg}:" in doc, f"{name} does not document parameter {arg}"
+    prose = " ".join(doc.split())
+    assert "Called " in prose, f"{name} does not say when it is called"
+    if firstresult:
+        assert "Stops at first non-None result" in prose
+    else:
+        assert "Every implementation is called" in prose
+    assert re.search(r"^\.\. versionadded:: \S+", doc, re.MULTILINE), f"{name} has no versionadded"
+
+
+def test_hooks_page_documents_no_hook_that_does_not_exist() -> None:
+    names = {name for name, _, _ in HOOKS}
+    documented = re.findall(r"^### (runstore_\w+)\(", HOOKS_PAGE.read_text(), re.MULTILINE)
+    assert sorted(documented) == sorted(names)
+
+
+# -- (b) the examples run ---------------------------------------------------------------
+
+
+def test_every_page_with_examples_exists() -> None:
+    assert [p for p in PAGES if not (DOCS / p).is_file()] == []
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if (DOCS / p).is_file()])
+def test_python_blocks_run(page: str, tmp_path: Path) -> None:
+    workdir = tmp_path / "page"
+    workdir.mkdir()
+    result = run_page(page, workdir)
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+
+
+def test_the_write_a_backend_guide_goes_from_an_empty_folder_to_a_passing_kit(
+    tmp_path: Path,
+) -> None:
+    """The guide's files, installed, pass its conformance test file."""
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    written = run_page("write-a-backend.md", folder)
+    assert written.returncode == 0, f"{written.stdout}\n{written.stderr}"
+    (project,) = {Path(b.path).parts[0] for b in blocks("write-a-backend.md") if b.path}
+    site = tmp_path / "site-packages"
+    install = subprocess.run(
+        [
+            *(sys.executable, "-m", "pip", "install", "--quiet", "--no-deps"),
+            *("--no-build-isolation", "--target", str(site), str(folder / project)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert install.returncode == 0, install.stderr
+    env = {k: v for k, v in os.environ.items() if k != "RUNSTORE_URL"}
+    env["PYTHONPATH"] = str(site)
+    kit = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+        cwd=folder / project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert kit.returncode == 0, f"{kit.stdout}\n{kit.stderr}"
+    assert " passed" in kit.stdout and " failed" not in kit.stdout
+
+
+# -- (c) the site builds strictly ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The site, built once with ``mkdocs build --strict`` (warnings are errors)."""
+    out = tmp_path_factory.mktemp("site")
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet"),
+            *("--config-file", str(ROOT / "mkdocs.yml"), "--site-dir", str(out)),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, (
+        f"mkdocs build --strict failed:\n{result.stdout}\n{result.stderr}"
+    )
+    return out
+
+
+def test_docs_build_strictly(site: Path) -> None:
+    assert (site / "index.html").is_file()
+    assert (site / "hooks" / "index.html").is_file()
+
+
+@pytest.mark.parametrize(("name", "args", "firstresult"), HOOKS, ids=[h[0] for h in HOOKS])
+def test_hooks_page_shows_each_hookspec_docstring(
+    site: Path, name: str, args: list[str], firstresult: bool
+) -> None:
+    page = html.unescape(re.sub(r"<[^>]+>", "", (site / "hooks" / "index.html").read_text()))
+    summary = (inspect.getdoc(getattr(hookspecs, name)) or "").splitlines()[0]
+    summary = summary.replace("``", "")
+    assert " ".join(summary.split()) in " ".join(page.split()), f"{name}: {summary!r} not rendered"
