@@ -186,14 +186,17 @@ class AsyncStore:
 
     @property
     def state_backend(self) -> StateBackend:
+        """The backend serving the state concern."""
         return self._backends.state
 
     @property
     def log_backend(self) -> LogBackend:
+        """The backend serving the logs concern."""
         return self._backends.logs
 
     @property
     def artifact_backend(self) -> ArtifactBackend:
+        """The backend serving the artifacts concern."""
         return self._backends.artifacts
 
     @property
@@ -429,6 +432,7 @@ class AsyncRun:
 
     @property
     def state(self) -> RunState:
+        """The state snapshot this writer wrote last."""
         return self._state
 
     @property
@@ -736,6 +740,7 @@ class AsyncRunView:
         self.summary = await self.store.state_backend.read_summary(self.run_id)
 
     async def streams(self) -> list[str]:
+        """Names of the run's streams, sorted (``artifacts`` included once one is stored)."""
         return await self.store.log_backend.list_streams(self.run_id)
 
     async def read_chunks(self, stream: str, offset: int = 0) -> AsyncIterator[bytes]:
@@ -809,6 +814,7 @@ class AsyncRunView:
         return list(refs.values())
 
     async def artifact(self, name: str) -> ArtifactRef:
+        """The reference of artifact ``name``. Raises :class:`~runstore.errors.NotFoundError`."""
         validate_artifact_name(name)
         for ref in await self.artifacts():
             if ref.name == name:

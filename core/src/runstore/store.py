@@ -90,10 +90,12 @@ class Store:
 
     @property
     def url(self) -> str:
+        """The config string the store was opened with."""
         return self.aio.url
 
     @property
     def backend_names(self) -> dict[Concern, str]:
+        """Which backend serves each concern: ``{'state': 'local', ...}``."""
         return self.aio.backend_names
 
     def __repr__(self) -> str:
@@ -189,10 +191,12 @@ class Run:
 
     @property
     def manifest(self) -> RunManifest:
+        """The run's immutable metadata."""
         return self.aio.manifest
 
     @property
     def state(self) -> RunState:
+        """The state snapshot this writer wrote last."""
         return self.aio.state
 
     @property
@@ -202,6 +206,7 @@ class Run:
 
     @property
     def record_counts(self) -> dict[str, int]:
+        """Records appended per stream by this writer."""
         return self.aio.record_counts
 
     def __enter__(self) -> Self:
@@ -303,14 +308,17 @@ class RunView:
 
     @property
     def manifest(self) -> RunManifest:
+        """The run's immutable metadata."""
         return self.aio.manifest
 
     @property
     def state(self) -> RunState:
+        """The state snapshot, as of opening the view or the last :meth:`refresh`."""
         return self.aio.state
 
     @property
     def summary(self) -> RunSummary | None:
+        """The summary once the run finished, else ``None`` (as of the last :meth:`refresh`)."""
         return self.aio.summary
 
     @property
@@ -319,9 +327,11 @@ class RunView:
         return self.aio.torn_tails
 
     def refresh(self) -> None:
+        """Reload ``state`` and ``summary``."""
         self._portal.call(self.aio.refresh())
 
     def streams(self) -> list[str]:
+        """Names of the run's streams, sorted (``artifacts`` included once one is stored)."""
         return self._portal.call(self.aio.streams())
 
     def read(
@@ -337,9 +347,11 @@ class RunView:
             yield from decoder.records(decoder.feed(chunk))
 
     def artifacts(self) -> list[ArtifactRef]:
+        """References of every stored artifact, in the order they were stored."""
         return self._portal.call(self.aio.artifacts())
 
     def artifact(self, name: str) -> ArtifactRef:
+        """The reference of artifact ``name``. Raises :class:`~runstore.errors.NotFoundError`."""
         return self._portal.call(self.aio.artifact(name))
 
     def open_artifact(self, name: str, *, verify: bool = False) -> Iterator[bytes]:
@@ -347,6 +359,7 @@ class RunView:
         return self._portal.iterate(self.aio.open_artifact(name, verify=verify))
 
     def read_artifact(self, name: str, *, verify: bool = False) -> bytes:
+        """The artifact's bytes (use :meth:`open_artifact` for large files)."""
         return self._portal.call(self.aio.read_artifact(name, verify=verify))
 
     def instance(self, instance_id: str) -> InstanceBundle:
