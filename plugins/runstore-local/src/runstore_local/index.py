@@ -8,12 +8,14 @@ processes safe and keeps an update (~40-90 us) and a filtered listing
 
 from __future__ import annotations
 
+import gc
 import sqlite3
 import threading
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
 import orjson
+from pydantic import TypeAdapter
 
 from runstore.backends import RunQuery
 from runstore.errors import StorageIOError
@@ -30,7 +32,28 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE INDEX IF NOT EXISTS runs_created ON runs (created_us DESC, run_id DESC);
 CREATE INDEX IF NOT EXISTS runs_status ON runs (status, created_us DESC);
+-- Highest N per id prefix (run_20240115_ for run_20240115_042), kept by a
+-- trigger, so generating a run id is one lookup however many runs exist.
+CREATE TABLE IF NOT EXISTS id_counters (prefix TEXT PRIMARY KEY, highest INTEGER NOT NULL);
+CREATE TRIGGER IF NOT EXISTS runs_id_counter AFTER INSERT ON runs
+WHEN rtrim(NEW.run_id, '0123456789') != NEW.run_id
+BEGIN
+    INSERT INTO id_counters VALUES (
+        rtrim(NEW.run_id, '0123456789'),
+        CAST(substr(NEW.run_id, length(rtrim(NEW.run_id, '0123456789')) + 1) AS INTEGER)
+    ) ON CONFLICT (prefix) DO UPDATE SET highest = max(highest, excluded.highest);
+END;
 """
+_BACKFILL_COUNTERS = """
+INSERT INTO id_counters
+SELECT rtrim(run_id, '0123456789') AS p,
+       max(CAST(substr(run_id, length(rtrim(run_id, '0123456789')) + 1) AS INTEGER))
+FROM runs WHERE rtrim(run_id, '0123456789') != run_id GROUP BY p
+ON CONFLICT (prefix) DO UPDATE SET highest = max(highest, excluded.highest)
+"""
+
+
+_RECORDS = TypeAdapter(list[RunRecord])
 
 
 def _micros(moment: datetime) -> int:
@@ -51,7 +74,12 @@ class RunIndex:
             self.created = not self._db.execute(
                 "SELECT 1 FROM sqlite_master WHERE type='table' AND name='runs'"
             ).fetchone()
+            had_counters = self._db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='id_counters'"
+            ).fetchone()
             self._db.executescript(_SCHEMA)
+            if not had_counters:
+                self._db.execute(_BACKFILL_COUNTERS)
         except sqlite3.Error as exc:
             raise StorageIOError(
                 f"cannot open the run index {path}: {exc}; "
@@ -115,12 +143,8 @@ class RunIndex:
         return [str(r[0]) for r in rows]
 
     def highest_number(self, prefix: str) -> int:
-        """Largest N of ids ``prefix`` + digits, through the primary key (no scan)."""
-        rows = self._execute(
-            "SELECT substr(run_id, ?) AS n FROM runs WHERE run_id >= ? AND run_id < ? "
-            "AND n NOT GLOB '*[^0-9]*' AND n != '' ORDER BY length(n) DESC, n DESC LIMIT 1",
-            (len(prefix) + 1, prefix, prefix + "\uffff"),
-        )
+        """Largest N of run ids ``prefix`` + digits ever created (one primary-key lookup)."""
+        rows = self._execute("SELECT highest FROM id_counters WHERE prefix = ?", (prefix,))
         return int(str(rows[0][0])) if rows else 0
 
     def query(self, query: RunQuery) -> list[RunRecord]:
@@ -149,4 +173,15 @@ class RunIndex:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_us DESC, run_id DESC LIMIT ? OFFSET ?"
         params.extend((-1 if query.limit is None else query.limit, query.offset))
-        return [RunRecord.model_validate_json(row[0]) for row in self._execute(sql, params)]  # type: ignore[arg-type]
+        rows = self._execute(sql, params)
+        # One validation call for the whole page is ~5x faster than one per row,
+        # and pausing the collector while 100k fresh objects appear ~2.5x more.
+        payload = b"[" + b",".join(row[0] for row in rows) + b"]"  # type: ignore[misc]
+        paused = gc.isenabled() and len(rows) > 1000
+        if paused:
+            gc.disable()
+        try:
+            return _RECORDS.validate_json(payload)
+        finally:
+            if paused:
+                gc.enable()

@@ -1,0 +1,141 @@
+"""The run index at scale: create and list with 1k, 10k and 100k runs in the store.
+
+Setup takes a fast path (index rows and run directories written in bulk);
+then it measures, on the real API: one more ``create_run`` (generated id, the
+atomic claim included), ``list_runs`` pages with and without filters, and a
+full listing. Goals: listing <= 0.2 s at 100k runs, and create cost flat in
+the number of runs (ratio of the cost at N to the cost at the smallest N).
+
+    python benchmarks/index.py [--sizes 1000,10000,100000] [--creates 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+from _harness import Row, parser, run_main
+
+import runstore
+from runstore.models import RunManifest, RunRecord, RunState, utcnow
+from runstore_local.backend import LocalBackend
+
+STATUSES: tuple[str, ...] = ("succeeded", "failed", "crashed", "cancelled")
+
+
+def populate(root: Path, count: int) -> None:
+    """Bulk-create ``count`` finished runs: index rows plus their run directories."""
+    backend = LocalBackend(root)
+    now = utcnow()
+    records = []
+    for n in range(count):
+        created = now - timedelta(days=1, seconds=count - n)
+        run_id = f"run_{created:%Y%m%d}_{n:06d}"
+        manifest = RunManifest(
+            run_id=run_id,
+            timestamp=created,
+            sut_name=f"sut{n % 10}",
+            tags=["nightly"] if n % 7 == 0 else [],
+        )
+        state = RunState(
+            run_id=run_id,
+            status=STATUSES[n % 4],
+            created_at=created,
+            updated_at=created,
+        )
+        records.append(RunRecord.build(manifest, state))
+        os.mkdir(root / run_id)
+    backend._index.upsert_many(records)
+
+
+def timed(call: Callable[[], object], repeat: int) -> float:
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        call()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def main(args: argparse.Namespace) -> list[Row]:
+    sizes = [int(s) for s in args.sizes.split(",")]
+    rows: list[Row] = []
+    create_costs: dict[int, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in sizes:
+            root = Path(tmp) / f"s{size}"
+            populate(root, size)
+            with runstore.open(str(root), heartbeat_interval=0) as store:
+                create_costs[size] = timed(lambda: store.create_run(sut_name="bench"), args.creates)
+                page = timed(lambda: store.list_runs(limit=50), 20)
+                filtered = timed(
+                    lambda: store.list_runs(status="failed", sut_name="sut3", limit=50), 20
+                )
+                tagged = timed(lambda: store.list_runs(tags=["nightly"], limit=50), 20)
+                full = timed(store.list_runs, 3)
+            smallest = create_costs[sizes[0]]
+            rows += [
+                Row(
+                    f"create_run at {size} runs / at {sizes[0]}",
+                    smallest * 1e3,
+                    create_costs[size] * 1e3,
+                    create_costs[size] / smallest,
+                    2.0,
+                    unit="ms",
+                    higher_is_better=False,
+                ),
+                Row(
+                    f"list_runs(limit=50) at {size} runs",
+                    200,
+                    page * 1e3,
+                    page / 0.2,
+                    1.0,
+                    unit="ms",
+                    higher_is_better=False,
+                ),
+                Row(
+                    f"list_runs(status, sut, limit=50) at {size} runs",
+                    200,
+                    filtered * 1e3,
+                    filtered / 0.2,
+                    1.0,
+                    unit="ms",
+                    higher_is_better=False,
+                ),
+                Row(
+                    f"list_runs(tags, limit=50) at {size} runs",
+                    200,
+                    tagged * 1e3,
+                    tagged / 0.2,
+                    1.0,
+                    unit="ms",
+                    higher_is_better=False,
+                ),
+                Row(
+                    f"list_runs() every run at {size} runs",
+                    200,
+                    full * 1e3,
+                    full / 0.2,
+                    1.0,
+                    unit="ms",
+                    higher_is_better=False,
+                ),
+            ]
+    return rows
+
+
+if __name__ == "__main__":
+    p = parser(
+        __doc__
+        + "\nRatios: measured / goal (0.2 s for listing), or create cost at N / at the smallest N."
+    )
+    p.add_argument("--sizes", default="1000,10000,100000")
+    p.add_argument("--creates", type=int, default=50)
+    sys.exit(run_main(main, p.parse_args()))
