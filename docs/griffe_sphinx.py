@@ -11,6 +11,9 @@ parsed:
   are resolved in the docstring owner's scope, as Sphinx does;
 * ``.. versionadded:: X`` / ``.. versionchanged:: X`` / ``.. deprecated:: X``
   become one italic line ("Added in version X.");
+* a paragraph ending in ``::`` ends in ``:`` (its indented literal block is
+  already a Markdown code block), and ``>>>`` examples become ``pycon`` code
+  blocks instead of nested block quotes;
 * field lists (``:param x:``, ``:ivar y:``, ...) move to the end. In Sphinx a
   field list ends at the first unindented paragraph after it; griffe's parser
   would read that paragraph ("Every implementation is called.") as part of
@@ -35,6 +38,7 @@ _FIELD = re.compile(
     r":(?:param|parameter|arg|argument|key|keyword|type|raises?|except|exception"
     r"|var|ivar|cvar|vartype|returns?|rtype|yields?)\b[^:]*:"
 )
+_LITERAL = re.compile(r"(?P<before>^|[ \t]*)::$", re.MULTILINE)
 _VERSION_WORDS = {
     "versionadded": "Added in version",
     "versionchanged": "Changed in version",
@@ -99,9 +103,34 @@ def _fields_last(text: str) -> str:
     return "\n".join([*prose, "", *fields]) if prose else "\n".join(fields)
 
 
+def _doctests_fenced(text: str) -> str:
+    """Wrap each unindented ``>>>`` session (up to the next blank line) in a fence."""
+    out: list[str] = []
+    in_session = False
+    for line in text.splitlines():
+        if not in_session and line.startswith(">>>"):
+            out.append("```pycon")
+            in_session = True
+        elif in_session and not line.strip():
+            out.append("```")
+            in_session = False
+        out.append(line)
+    if in_session:
+        out.append("```")
+    return "\n".join(out)
+
+
+def _literal_marker(match: re.Match[str]) -> str:
+    """reST: ``text::`` reads ``text:``; ``text ::`` and a lone ``::`` read as nothing."""
+    line_start = match.start() == 0 or match.string[match.start() - 1] == "\n"
+    return "" if match.group("before") or line_start else ":"
+
+
 def markdown_docstring(obj: griffe.Object, text: str) -> str:
     """``text`` with Sphinx roles and version directives turned into Markdown."""
     text = _fields_last(text)
+    text = _doctests_fenced(text)
+    text = _LITERAL.sub(_literal_marker, text)
     text = _VERSION.sub(_version, text)
     return _ROLE.sub(lambda match: _link(obj, match), text)
 

@@ -25,7 +25,7 @@ from typing import Literal
 import pluggy
 import pytest
 
-from runstore import hookspecs
+from runstore import errors, hookspecs
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -195,6 +195,32 @@ def test_hooks_page_documents_no_hook_that_does_not_exist() -> None:
     names = {name for name, _, _ in HOOKS}
     documented = re.findall(r"^### (runstore_\w+)\(", HOOKS_PAGE.read_text(), re.MULTILINE)
     assert sorted(documented) == sorted(names)
+
+
+# -- reference tables match the code ------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", errors.__all__)
+def test_errors_page_lists_the_error_with_its_code_and_builtin(name: str) -> None:
+    error = getattr(errors, name)
+    rows = (DOCS / "errors.md").read_text(encoding="utf-8").splitlines()
+    row = next((r for r in rows if r.startswith(f"| `{name}` |")), None)
+    assert row is not None, f"the table in docs/errors.md has no row for {name}"
+    cells = [cell.strip() for cell in row.strip().strip("|").split("|")]
+    builtin = ", ".join(f"`{b.__name__}`" for b in error.__bases__ if b.__module__ == "builtins")
+    assert cells[1:3] == [f"`{error.code}`", builtin]
+
+
+def test_every_page_is_in_the_nav() -> None:
+    """A page missing from the nav of mkdocs.yml is built but cannot be found."""
+    config = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
+    nav = set(re.findall(r"^\s+- (?:[^:\n]+: )?([\w./-]+\.md)$", config, re.MULTILINE))
+    pages = {
+        str(path.relative_to(DOCS))
+        for path in DOCS.rglob("*.md")
+        if path.relative_to(DOCS).parts[0] != "examples"
+    }
+    assert sorted(pages - nav) == [], "add these pages to the nav in mkdocs.yml"
 
 
 # -- (b) the examples run ---------------------------------------------------------------
