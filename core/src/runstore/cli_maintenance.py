@@ -394,7 +394,8 @@ def _gc_table(candidates: Sequence[Candidate], expired: Sequence[ExpiredStream])
     "keep_tags",
     multiple=True,
     metavar="TAG",
-    help="Never delete runs with this tag (repeatable; added to 'pinned' or the policy's keep_tags).",
+    help="Never delete runs with this tag (repeatable; "
+    "adds to 'pinned' or the policy file's keep_tags).",
 )
 @click.option(
     "--policy",

@@ -17,6 +17,7 @@ from runstore.aio import AsyncRun, AsyncRunView, AsyncStore
 from runstore.errors import ConflictError, CorruptError, NotFoundError, RunstoreError
 from runstore.layout import ARTIFACTS_STREAM
 from runstore.models import utcnow
+from runstore.retention import expired_streams
 
 __all__ = [
     "DEFAULT_STALE_AFTER",
@@ -182,6 +183,10 @@ async def verify_run(store: AsyncStore, run_id: str) -> list[Problem]:
         problems.append(Problem(run_id, "summary.json", f"missing for a {state.status} run"))
     if summary is not None:
         expected = {k: v for k, v in counts.items() if k != ARTIFACTS_STREAM}
+        # a stream deleted by its log retention (runstore gc) is gone on purpose
+        for stream in expired_streams(view, utcnow()):
+            if stream not in counts and stream in summary.stream_counts:
+                expected[stream] = summary.stream_counts[stream]
         if summary.stream_counts != expected:
             problems.append(
                 Problem(
