@@ -25,7 +25,7 @@ PACKAGES = {
     "broken": "runstore-broken-plugin",
 }
 # The workspace's own plugins are blocked so that only the fixture is under test.
-WORKSPACE_PLUGINS = "fsspec,local"
+WORKSPACE_PLUGINS = "fsspec,local,print-phase-outputs"
 
 
 @pytest.fixture(scope="session")

@@ -23,4 +23,4 @@ def test_readme_usage_example_runs_as_written(
     assert os.path.isdir(tmp_path / "runs")
     store = namespace["store"]
     assert hasattr(store, "close")
-    store.close()  # type: ignore[attr-defined]
+    store.close()
