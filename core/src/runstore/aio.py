@@ -424,6 +424,8 @@ class AsyncRun:
         self._fail = 0
         self._artifacts: dict[str, ArtifactRef] = {}
         self._state_lock: asyncio.Lock | None = None
+        self._unconfirmed: RunState | None = None
+        """A state whose write raised after it may have landed (see ``_write_state``)."""
         self._heartbeat: asyncio.Task[None] | None = None
         store._live.add(self)
 
@@ -463,23 +465,43 @@ class AsyncRun:
         if self._state_lock is None:
             self._state_lock = asyncio.Lock()
         async with self._state_lock:
-            now = utcnow()
-            new = self._state.model_copy(
-                update={
-                    **changes,
-                    "revision": self._state.revision + 1,
-                    "updated_at": now,
-                    "heartbeat_at": now,
-                }
-            )
-            record = RunRecord.build(self.manifest, new, summary)
-            await self.store.state_backend.write_state(
-                new, expected_revision=self._state.revision, record=record
-            )
-            self._state = new
+            while True:
+                now = utcnow()
+                new = self._state.model_copy(
+                    update={
+                        **changes,
+                        "revision": self._state.revision + 1,
+                        "updated_at": now,
+                        "heartbeat_at": now,
+                    }
+                )
+                record = RunRecord.build(self.manifest, new, summary)
+                try:
+                    await self.store.state_backend.write_state(
+                        new, expected_revision=self._state.revision, record=record
+                    )
+                except ConflictError:
+                    # A write that failed late (e.g. the directory fsync after the rename)
+                    # may have landed: if the store holds exactly it, build on it.
+                    failed, self._unconfirmed = self._unconfirmed, None
+                    if failed is None or await self._stored_state() != failed:
+                        raise
+                    self._state = failed
+                    continue
+                except RunstoreError:
+                    self._unconfirmed = new
+                    raise
+                self._state, self._unconfirmed = new, None
+                break
         if notify:
             self.store.plugins.state_changed(new)
         return new
+
+    async def _stored_state(self) -> RunState | None:
+        try:
+            return await self.store.state_backend.read_state(self.run_id)
+        except RunstoreError:
+            return None
 
     async def start(self) -> None:
         """Mark the run ``running`` (done by ``with run:`` and by the first append)."""
@@ -570,9 +592,10 @@ class AsyncRun:
             record = correlate(self.run_id, record)
         line = encode_record(record)
         writer = self._writers.get(stream) or await self._writer(stream)
-        if not writer.write(line):
+        durable = writer.write(line)
+        self._count(stream, record)  # written: counted even if the commit below fails
+        if not durable:
             await writer.commit()
-        self._count(stream, record)
 
     async def log(self, level: str, message: str, **fields: Any) -> None:
         """Append a log line (``ts``, ``level``, ``message``, extra fields) to ``logs``."""
@@ -636,10 +659,11 @@ class AsyncRun:
             media_type=media_type or _media_type(name),
             created_at=utcnow(),
         )
-        if not writer.write(encode_record(ref)):
-            await writer.commit()
-        self._count(ARTIFACTS_STREAM, ref)
+        durable = writer.write(encode_record(ref))
+        self._count(ARTIFACTS_STREAM, ref)  # written: a retry must not write it again
         self._artifacts[name] = ref
+        if not durable:
+            await writer.commit()
         self.store.plugins.artifact_stored(ref)
         return ref
 

@@ -239,10 +239,11 @@ class Run:
         writer = arun._writers.get(stream)
         if writer is None:
             writer = self._portal.call(arun._writer(stream))
-        if not writer.write(line) and not writer.commit_sync():
-            self._portal.call(writer.commit())
+        durable = writer.write(line)
         with self._count_lock:
-            arun._count(stream, record)
+            arun._count(stream, record)  # written: counted even if the commit below fails
+        if not durable and not writer.commit_sync():
+            self._portal.call(writer.commit())
 
     def log(self, level: str, message: str, **fields: Any) -> None:
         """Append a log line to the ``logs`` stream."""

@@ -71,14 +71,32 @@ class LocalBackend(StateBackend, LogBackend, ArtifactBackend):
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             self._root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            self._tmp_fd = open_dir(self._root_fd, [layout.BOOKKEEPING_DIR, "tmp"], create=True)
         except OSError as exc:
             raise translate(
                 exc, f"cannot open store {str(self.root)!r}", path=str(self.root)
             ) from exc
-        self._index = RunIndex(str(self.root / layout.BOOKKEEPING_DIR / "index.sqlite3"))
-        if self._index.created:
-            self._rebuild()
+        try:  # a store that fails to open leaks no descriptor
+            try:
+                self._tmp_fd = open_dir(self._root_fd, [layout.BOOKKEEPING_DIR, "tmp"], create=True)
+            except OSError as exc:
+                raise translate(
+                    exc, f"cannot open store {str(self.root)!r}", path=str(self.root)
+                ) from exc
+            try:
+                self._index = RunIndex(str(self.root / layout.BOOKKEEPING_DIR / "index.sqlite3"))
+            except BaseException:
+                os.close(self._tmp_fd)
+                raise
+            if self._index.created:
+                try:
+                    self._rebuild()
+                except BaseException:
+                    self._index.close()
+                    os.close(self._tmp_fd)
+                    raise
+        except BaseException:
+            os.close(self._root_fd)
+            raise
 
     @classmethod
     def from_target(cls, target: Target) -> LocalBackend:
@@ -163,11 +181,24 @@ class LocalBackend(StateBackend, LogBackend, ArtifactBackend):
             ) from None
         except OSError as exc:
             raise translate(exc, f"cannot create run {run_id!r}", run_id=run_id) from exc
-        with self._run_dir(run_id) as run_fd:
-            self._write_snapshot(run_fd, layout.MANIFEST, manifest, run_id)
-            self._write_snapshot(run_fd, layout.STATE, state, run_id)
-        fsync_dir(self._root_fd)
-        self._index.upsert(RunRecord.build(manifest, state))
+        try:
+            run_fd = open_run_dir(self._root_fd, run_id)
+        except OSError as exc:
+            _unclaim(self._root_fd, run_id, None)
+            raise translate(exc, f"cannot create run {run_id!r}", run_id=run_id) from exc
+        with opened(run_fd):
+            try:
+                self._write_snapshot(run_fd, layout.MANIFEST, manifest, run_id)
+                self._write_snapshot(run_fd, layout.STATE, state, run_id)
+                try:
+                    fsync_dir(self._root_fd)
+                except OSError as exc:
+                    raise translate(exc, f"cannot create run {run_id!r}", run_id=run_id) from exc
+                self._index.upsert(RunRecord.build(manifest, state))
+            except BaseException:
+                # All or nothing: free the id again, so that retrying the same id works.
+                _unclaim(self._root_fd, run_id, run_fd)
+                raise
 
     async def read_manifest(self, run_id: str) -> RunManifest:
         manifest: RunManifest | None = self._read_snapshot(run_id, layout.MANIFEST, RunManifest)
@@ -371,6 +402,8 @@ class LocalBackend(StateBackend, LogBackend, ArtifactBackend):
                         return StoredArtifact(sha256=sha256, size=size, created=False)
                     fsync_dir(parent)
             return StoredArtifact(sha256=sha256, size=size, created=True)
+        except RunstoreError:
+            raise  # already typed (some are OSErrors too: PermissionDeniedError, ...)
         except OSError as exc:
             raise translate(exc, f"cannot store {what}", run_id=run_id, name=name) from exc
         finally:
@@ -412,6 +445,23 @@ def _hash_file(dir_fd: int, name: str, what: str) -> str:
         while chunk := os.read(fd, _CHUNK):
             digest.update(chunk)
         return digest.hexdigest()
+
+
+def _unclaim(root_fd: int, run_id: str, run_fd: int | None) -> None:
+    """Remove a run directory ``create_run`` claimed but could not fill (best effort).
+
+    Needs no ``open(2)``, so it also works while opening files fails.
+    """
+    if run_fd is not None:
+        for name in (layout.MANIFEST, layout.STATE):
+            try:
+                os.unlink(name, dir_fd=run_fd)
+            except OSError:
+                pass
+    try:
+        os.rmdir(run_id, dir_fd=root_fd)
+    except OSError:
+        pass
 
 
 def _remove_tree_contents(dir_fd: int) -> None:

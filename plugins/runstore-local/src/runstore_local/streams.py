@@ -83,6 +83,7 @@ class LocalStreamWriter(StreamWriter):
             ) from exc
         self._fd = fd
         self._lock = threading.Lock()
+        self._partial = False  # a failed write left bytes after _size that are not cut off yet
         self._fsync = durability == "fsync"
         self._written = 0  # writes handed to the OS
         self._synced = 0  # writes known to be on stable storage
@@ -95,6 +96,9 @@ class LocalStreamWriter(StreamWriter):
             if self._fd < 0:
                 raise ConflictError(f"{self._what} is closed; appends are refused")
             try:
+                if self._partial:
+                    os.ftruncate(self._fd, self._size)
+                    self._partial = False
                 written = os.write(self._fd, data)
                 if written != len(data):
                     write_all(self._fd, memoryview(data)[written:])
@@ -107,12 +111,12 @@ class LocalStreamWriter(StreamWriter):
 
     def _undo_partial(self) -> None:
         # A failed write may have left part of a line on disk: cut it off so the
-        # next record is not glued to it. If even that fails, the next writer's
-        # torn-tail repair will.
+        # next record is not glued to it. If even that fails, the next write
+        # tries again first (and the next writer's torn-tail repair would).
         try:
             os.ftruncate(self._fd, self._size)
         except OSError:
-            pass
+            self._partial = True
 
     def commit_sync(self) -> bool:
         if not self._fsync:
