@@ -12,8 +12,7 @@ import pytest
 import runstore
 from runstore.backends import Capabilities
 from runstore.testing import StoreConformance, check_registration
-
-from .conftest import S3Server
+from runstore_fsspec.testing import S3Server
 
 _names = itertools.count()
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from runstore.backends import Durability, StreamWriter
-from runstore.errors import RunstoreError, UnsupportedError
+from runstore.errors import ConflictError, RunstoreError, UnsupportedError
 
 __all__ = ["BatchPolicy", "SegmentWriter"]
 
@@ -86,6 +86,7 @@ class SegmentWriter(StreamWriter):
         self._commit_lock: asyncio.Lock | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._failure: RunstoreError | None = None
+        self._broken: ConflictError | None = None
         self._closed = False
 
     @property
@@ -103,6 +104,8 @@ class SegmentWriter(StreamWriter):
         with self._lock:
             if self._closed:
                 raise UnsupportedError("stream writer is closed; open a new one")
+            if self._broken is not None:
+                raise _again(self._broken)
             if self._failure is not None and len(self._buffer) >= self._hard_limit:
                 raise _again(self._failure)
             self._buffer += data
@@ -160,6 +163,11 @@ class SegmentWriter(StreamWriter):
                 return
             try:
                 await self._put_segment(start, data)
+            except ConflictError as exc:
+                # another writer owns the stream: retrying can never succeed, so the
+                # (unacknowledged) data is dropped and the writer refuses more
+                self._broken = exc
+                raise
             except BaseException as exc:
                 with self._lock:
                     self._buffer[0:0] = data

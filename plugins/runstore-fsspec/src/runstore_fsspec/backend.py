@@ -317,6 +317,8 @@ class FsspecBackend(StateBackend, LogBackend, ArtifactBackend):
         key = index_record_path(run_id)
         body = orjson.dumps({"revision": revision, "record": record.model_dump(mode="json")})
         known = self._index_tags.get(run_id)
+        if known is not None and known[0] > revision:
+            return  # this process already indexed a newer state
         for _ in range(8):
             try:
                 if known is None:
@@ -821,22 +823,33 @@ def _filesystem_class(protocol: str) -> type[Any]:
     return cls
 
 
-def _accepted_options(cls: type[Any]) -> set[str] | None:
-    """Keyword options the filesystem's constructor names, ``None`` if it takes any."""
-    parameters = inspect.signature(cls.__init__).parameters.values()
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
-        return None
-    return {p.name for p in parameters if p.name != "self"}
+_FSSPEC_COMMON_OPTIONS: Final = frozenset(
+    {"use_listings_cache", "listings_expiry_time", "max_paths", "skip_instance_cache"}
+)
+
+
+def _accepted_options(cls: type[Any]) -> set[str]:
+    """Keyword options a filesystem class names in any constructor of its MRO.
+
+    fsspec constructors take ``**storage_options`` and silently ignore what
+    they do not know, so a misspelled option is refused here instead.
+    """
+    names = set(_FSSPEC_COMMON_OPTIONS)
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        names.update(
+            p.name
+            for p in inspect.signature(init).parameters.values()
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"
+        )
+    return names - {"asynchronous", "loop"}
 
 
 def _s3_objects(cls: type[Any], target: Target, options: dict[str, Any], **kw: int) -> S3Objects:
     client = _take(options, _S3_CLIENT_OPTIONS)
-    named = {
-        p.name
-        for p in inspect.signature(cls.__init__).parameters.values()
-        if p.kind is not inspect.Parameter.VAR_KEYWORD and p.name != "self"
-    }
-    allowed = (named | {"profile"}) - {"asynchronous", "loop", "skip_instance_cache"}
+    allowed = (_accepted_options(cls) | {"profile"}) - {"skip_instance_cache"}
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise InvalidInputError(
@@ -885,10 +898,11 @@ def open_backend(target: Target) -> FsspecBackend:
         objects = _s3_objects(cls, target, options, part_size=part_size, concurrency=concurrency)
     else:
         accepted = _accepted_options(cls)
-        unknown = sorted(set(options) - accepted) if accepted is not None else []
+        unknown = sorted(set(options) - accepted)
         if unknown:
             raise InvalidInputError(
-                f"unknown option(s) {', '.join(unknown)} for {target.scheme}://",
+                f"unknown option(s) {', '.join(unknown)} for {target.scheme}://; valid: "
+                f"{', '.join(sorted(accepted | set(_POLICY_OPTIONS) | set(_BACKEND_OPTIONS)))}",
                 details={"options": unknown},
             )
         try:
