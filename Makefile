@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 REQS   := requirements-dev.txt core/pyproject.toml $(wildcard plugins/*/pyproject.toml)
 
-.PHONY: all test lint typecheck format fmt pytest demo bench docs clean
+.PHONY: all test lint typecheck format fmt pytest demo bench docs clean browser
 
 all: test
 
@@ -33,8 +33,17 @@ typecheck: $(STAMP)
 	  echo "mypy $$dir"; $(BIN)/mypy $$dir $$ex; fi; \
 	done
 
-pytest: $(STAMP)
+pytest: $(STAMP) browser
 	$(BIN)/pytest
+
+## make browser: Debian's Chromium, which tests/test_cli_view.py drives through Playwright
+## (idempotent; Playwright's own browser download does not work here and is never used)
+CHROMIUM := /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "make browser: could not install $(CHROMIUM); the viewer's browser tests will skip"
 
 ## make docs: build the documentation site into site/, strictly (a warning is an error)
 docs: $(STAMP)

@@ -429,6 +429,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "gc": "runstore.cli_maintenance:gc",
     "recover": "runstore.cli_maintenance:recover",
     "verify": "runstore.cli_maintenance:verify",
+    "view": "runstore.viewer.command:view",
     "replay": "runstore.cli_integrations:replay",
     "schema": "runstore.cli_integrations:schema",
 }
