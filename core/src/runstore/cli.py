@@ -532,6 +532,10 @@ def cli(ctx: click.Context, store_url: str) -> None:
       runstore ls --status failed         list failed runs
       runstore show run_20240115_001      everything about one run
       runstore --store s3://bucket/runs ls
+
+    \b
+    Shell completion (bash; zsh_source and fish_source for the others):
+      eval "$(_RUNSTORE_COMPLETE=bash_source runstore)"
     """
     source = ctx.get_parameter_source("store_url")
     cli_ctx = ctx.ensure_object(CliContext)
