@@ -123,7 +123,7 @@ _log = logging.getLogger("runstore_fsspec")
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
 
-_CONCURRENT_READS: Final = 16
+_CONCURRENT_READS: Final = 64
 _READ_RETRIES: Final = 5
 _SNAPSHOT_VERSION: Final = 1
 
