@@ -3,6 +3,10 @@
 It is the executable specification the conformance kit compares every other
 backend against, so it favours obviousness over speed. Stores with the same
 name in one process share their data while any of them is open.
+
+Like a backend that persists, it keeps what JSON would keep: snapshots are
+stored as a JSON round trip of what was written, never the caller's objects
+(a caller that changes its config dict afterwards changes nothing stored).
 """
 
 from __future__ import annotations
@@ -12,6 +16,9 @@ import threading
 import weakref
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
+
+from pydantic import BaseModel
 
 from runstore._hookimpl import hookimpl
 from runstore.backends import (
@@ -39,6 +46,12 @@ from runstore.models import RunManifest, RunRecord, RunState, RunSummary
 __all__ = ["MemoryBackend"]
 
 _CHUNK = 1 << 20
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def _stored(model: _M) -> _M:
+    """``model`` as it reads back after being written as JSON."""
+    return type(model).model_validate_json(model.model_dump_json())
 
 
 @dataclass(eq=False)
@@ -110,9 +123,9 @@ class MemoryBackend(StateBackend, LogBackend, ArtifactBackend):
                     f"run {manifest.run_id!r} already exists; pick another run id",
                     details={"run_id": manifest.run_id},
                 )
-            self._data.manifests[manifest.run_id] = manifest
-            self._data.states[manifest.run_id] = state
-            self._data.records[manifest.run_id] = RunRecord.build(manifest, state)
+            self._data.manifests[manifest.run_id] = _stored(manifest)
+            self._data.states[manifest.run_id] = _stored(state)
+            self._data.records[manifest.run_id] = _stored(RunRecord.build(manifest, state))
 
     async def read_manifest(self, run_id: str) -> RunManifest:
         self._require(run_id)
@@ -138,12 +151,12 @@ class MemoryBackend(StateBackend, LogBackend, ArtifactBackend):
                         "expected": expected_revision,
                     },
                 )
-            self._data.states[state.run_id] = state
-            self._data.records[state.run_id] = record
+            self._data.states[state.run_id] = _stored(state)
+            self._data.records[state.run_id] = _stored(record)
 
     async def write_summary(self, summary: RunSummary) -> None:
         self._require(summary.run_id)
-        self._data.summaries[summary.run_id] = summary
+        self._data.summaries[summary.run_id] = _stored(summary)
 
     async def read_summary(self, run_id: str) -> RunSummary | None:
         self._require(run_id)

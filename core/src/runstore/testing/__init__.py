@@ -2,7 +2,7 @@
 
 A backend author writes::
 
-    import pytest, runstore
+    import itertools, pytest, runstore
     from runstore.testing import StoreConformance
 
     class TestMyBackend(StoreConformance):
@@ -11,13 +11,24 @@ A backend author writes::
             with runstore.open(f"mybackend://{tmp_path}") as store:
                 yield store
 
-and runs pytest. Capability flags (``capabilities = Capabilities(...)`` on the
-class) switch tests off visibly, as skips naming the capability.
+        @pytest.fixture
+        def store_factory(self, tmp_path):  # a fresh, empty store per call
+            names = itertools.count()
+            return lambda: runstore.open(f"mybackend://{tmp_path}/machine{next(names)}")
+
+and runs pytest. The mixins state one behaviour per test; the state machine
+(:func:`run_state_machine`) applies random operation sequences to the backend
+and to the reference and fails at the first step where they disagree.
+
+Capability flags switch tests off visibly, as skips naming the capability
+and who switched it off: the backend (``capabilities`` on its class) or the
+test class (``capabilities = Capabilities(...)``, for a test environment
+that lacks something the backend can do).
 """
 
 import pytest
 
-pytest.register_assert_rewrite("runstore.testing.conformance")
+pytest.register_assert_rewrite("runstore.testing.conformance", "runstore.testing.stateful")
 
 from runstore.testing.conformance import (  # noqa: E402 - after assert rewriting is registered
     ArtifactConformance,
@@ -26,11 +37,25 @@ from runstore.testing.conformance import (  # noqa: E402 - after assert rewritin
     StoreConformance,
     check_registration,
 )
+from runstore.testing.stateful import (  # noqa: E402
+    EXAMPLES_ENV,
+    StoreStateMachine,
+    StoreStateMachineConformance,
+    declared_capabilities,
+    run_state_machine,
+    state_machine_settings,
+)
 
 __all__ = [
+    "EXAMPLES_ENV",
     "ArtifactConformance",
     "LogConformance",
     "StateConformance",
     "StoreConformance",
+    "StoreStateMachine",
+    "StoreStateMachineConformance",
     "check_registration",
+    "declared_capabilities",
+    "run_state_machine",
+    "state_machine_settings",
 ]

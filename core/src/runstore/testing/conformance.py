@@ -24,6 +24,7 @@ from runstore.errors import (
     NotFoundError,
 )
 from runstore.plugins import ENTRY_POINT_GROUP, Plugins
+from runstore.testing.stateful import StoreStateMachineConformance, declared_capabilities
 
 __all__ = [
     "ArtifactConformance",
@@ -53,7 +54,13 @@ BAD_RUN_IDS = ("", "Run_Upper", "_leading", "a..b", "a/b", "a" * 129, "space id"
 
 
 class _Kit:
-    """Shared plumbing: capability switches and a fresh run per test."""
+    """Shared plumbing: capability switches and a fresh run per test.
+
+    A capability is off when a backend serving the store declares it off
+    (``Capabilities`` on the backend class) or when the test class switches
+    it off for its environment (``capabilities = Capabilities(...)``); either
+    way the tests that need it are skipped with the reason.
+    """
 
     capabilities: ClassVar[Capabilities] = Capabilities()
 
@@ -63,10 +70,29 @@ class _Kit:
             "provide a `store` fixture yielding runstore.open(<your backend URL>)"
         )
 
-    def require(self, capability: str) -> None:
-        """Skip (visibly) when the backend declares it lacks ``capability``."""
+    def require(self, capability: str, store: runstore.Store | None = None) -> None:
+        """Skip (visibly, naming who switched it off) when ``capability`` is off."""
+        if not hasattr(self.capabilities, capability):
+            raise AttributeError(f"no capability named {capability!r} in runstore.Capabilities")
         if not getattr(self.capabilities, capability):
-            pytest.skip(f"backend declares {capability}=False")
+            pytest.skip(f"{capability}=False in {type(self).__name__}.capabilities")
+        if store is not None and not getattr(declared_capabilities(store), capability):
+            off = sorted(
+                {
+                    f"{name} ({concern})"
+                    for concern, name in store.backend_names.items()
+                    if not getattr(_backend_of(store, concern).capabilities, capability)
+                }
+            )
+            pytest.skip(f"{capability}=False declared by backend {', '.join(off)}")
+
+
+def _backend_of(store: runstore.Store, concern: str) -> Any:
+    return {
+        "state": store.aio.state_backend,
+        "logs": store.aio.log_backend,
+        "artifacts": store.aio.artifact_backend,
+    }[concern]
 
 
 class StateConformance(_Kit):
@@ -89,7 +115,7 @@ class StateConformance(_Kit):
         assert store.get_run("run_empty").manifest.scenario_ids == []
 
     def test_existing_run_id_raises_already_exists(self, store: runstore.Store) -> None:
-        self.require("conditional_create")
+        self.require("conditional_create", store)
         store.create_run(run_id="run_dup")
         with pytest.raises(AlreadyExistsError) as info:
             store.create_run(run_id="run_dup")
@@ -140,7 +166,7 @@ class StateConformance(_Kit):
         assert "ZeroDivisionError" in state.error
 
     def test_stale_state_revision_is_a_conflict(self, store: runstore.Store) -> None:
-        self.require("compare_and_swap")
+        self.require("compare_and_swap", store)
         run = store.create_run(run_id="run_cas")
         run.start()
         stale = store.get_run("run_cas").state
@@ -163,7 +189,7 @@ class StateConformance(_Kit):
         assert (phase.status, phase.completed, phase.total) == ("running", 3, 10)
 
     def test_list_runs_newest_first_with_filters(self, store: runstore.Store) -> None:
-        self.require("consistent_listing")
+        self.require("consistent_listing", store)
         with store.create_run(run_id="run_1", sut_name="shop", tags=["nightly"]):
             pass
         with pytest.raises(RuntimeError), store.create_run(run_id="run_2", sut_name="bank"):
@@ -183,7 +209,7 @@ class StateConformance(_Kit):
         assert first.finished_at is not None
 
     def test_list_runs_time_range(self, store: runstore.Store) -> None:
-        self.require("consistent_listing")
+        self.require("consistent_listing", store)
         store.create_run(run_id="run_t1")
         cut = store.get_run("run_t1").state.created_at
         store.create_run(run_id="run_t2")
@@ -224,6 +250,12 @@ class LogConformance(_Kit):
         run.append("steps", {"n": 1})
         run.flush()
         assert list(store.get_run("run_live").read("steps")) == [{"n": 1}]
+
+    def test_appended_record_is_readable_before_any_flush(self, store: runstore.Store) -> None:
+        self.require("native_append", store)
+        run = store.create_run(run_id="run_native")
+        run.append("steps", {"n": 1})
+        assert list(store.get_run("run_native").read("steps")) == [{"n": 1}]
 
     def test_many_records_cross_chunk_boundaries(self, store: runstore.Store) -> None:
         payload = "x" * 1000
@@ -398,8 +430,14 @@ class ArtifactConformance(_Kit):
         assert (bundle.seed, bundle.config) == (42, {"w": 1})
 
 
-class StoreConformance(StateConformance, LogConformance, ArtifactConformance):
-    """Everything a backend serving all three concerns must do."""
+class StoreConformance(
+    StateConformance, LogConformance, ArtifactConformance, StoreStateMachineConformance
+):
+    """Everything a backend serving all three concerns must do.
+
+    Includes the state machine (:class:`StoreStateMachineConformance`), which
+    needs a ``store_factory`` fixture besides ``store``.
+    """
 
 
 def check_registration(distribution: str, backend: str) -> runstore.BackendSpec:
