@@ -50,6 +50,14 @@ def _scale(config: pytest.Config) -> Scale:
     return Scale(trials=DEFAULT_TRIALS, long=False)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if _scale(config).long:  # the long form runs as long as its trials take
+        here = Path(__file__).resolve().parent
+        for item in items:
+            if here in Path(item.path).resolve().parents:
+                item.add_marker(pytest.mark.timeout(0))
+
+
 @pytest.fixture(scope="session")
 def scale(pytestconfig: pytest.Config) -> Scale:
     return _scale(pytestconfig)
