@@ -96,7 +96,7 @@ def race(mode: str, url: str, writers: int, logs: Path) -> tuple[list[str], Coun
 
 
 def runstore_final(url: str) -> dict[str, tuple[str, int]]:
-    final = {}
+    final: dict[str, tuple[str, int]] = {}
     with runstore.open(url, heartbeat_interval=0) as store:
         for record in store.list_runs(sut_name="race"):
             phase = store.get_run(record.run_id).state.phases.get("work")

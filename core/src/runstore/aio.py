@@ -488,7 +488,7 @@ class AsyncRun:
                         raise
                     self._state = failed
                     continue
-                except RunstoreError:
+                except BaseException:  # failed, or cancelled (a heartbeat at finish) mid-write
                     self._unconfirmed = new
                     raise
                 self._state, self._unconfirmed = new, None
