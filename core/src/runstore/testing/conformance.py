@@ -77,14 +77,12 @@ class _Kit:
         if not getattr(self.capabilities, capability):
             pytest.skip(f"{capability}=False in {type(self).__name__}.capabilities")
         if store is not None and not getattr(declared_capabilities(store), capability):
-            off = sorted(
-                {
-                    f"{name} ({concern})"
-                    for concern, name in store.backend_names.items()
-                    if not getattr(_backend_of(store, concern).capabilities, capability)
-                }
-            )
-            pytest.skip(f"{capability}=False declared by backend {', '.join(off)}")
+            off: dict[str, list[str]] = {}
+            for concern, name in store.backend_names.items():
+                if not getattr(_backend_of(store, concern).capabilities, capability):
+                    off.setdefault(name, []).append(concern)
+            who = ", ".join(f"{name!r} ({', '.join(concerns)})" for name, concerns in off.items())
+            pytest.skip(f"{capability}=False declared by backend {who}")
 
 
 def _backend_of(store: runstore.Store, concern: str) -> Any:

@@ -46,6 +46,7 @@ from hypothesis.stateful import (
     initialize,
     invariant,
     multiple,
+    precondition,
     rule,
     run_state_machine_as_test,
 )
@@ -647,6 +648,7 @@ class StoreStateMachine(RuleBasedStateMachine):
 
     # -- reading --------------------------------------------------------------------
 
+    @precondition(lambda self: self._capable.consistent_listing)
     @rule(
         query=_queries,
         after=st.none() | writers,
