@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pty
 import shutil
 import subprocess
 import sys
@@ -136,3 +138,48 @@ def test_the_console_script_exits_1_and_reports_on_stdout(
     assert done.returncode == 1
     assert b"FAIL  run_a" in done.stdout
     assert b"Traceback" not in done.stderr
+
+
+def _stderr_on_a_terminal(*args: str) -> tuple[int, bytes]:
+    """Run the console script with stderr on a pseudo-terminal; returns (status, stderr)."""
+    script = shutil.which("runstore", path=str(Path(sys.executable).parent))
+    assert script is not None
+    main, terminal = pty.openpty()
+    try:
+        done = subprocess.run(
+            [script, *args],
+            stdout=subprocess.PIPE,
+            stderr=terminal,
+            env={**os.environ, "COLUMNS": "100", "TERM": "xterm"},
+            timeout=60,
+            check=False,
+        )
+        os.close(terminal)
+        terminal = -1
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(main, 65536)
+            except OSError:  # EIO: the terminal's other end is closed and drained
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(main)
+        if terminal >= 0:
+            os.close(terminal)
+    return done.returncode, b"".join(chunks)
+
+
+def test_verifying_many_runs_shows_a_progress_bar_at_a_terminal(
+    local_store: CliStore, small_runs: Runs
+) -> None:
+    small_runs(local_store, "run_a", "run_b", "run_c")
+    status, err = _stderr_on_a_terminal("--store", local_store.url, "verify")
+    assert status == 0
+    assert b"verifying" in err
+    assert b"/3" in err  # runs done out of 3
+    status, err = _stderr_on_a_terminal("--store", local_store.url, "verify", "--json")
+    assert status == 0
+    assert b"verifying" not in err  # scripts get JSON only

@@ -65,9 +65,13 @@ def _ensure_chromium() -> None:
             pytest.skip(f"{CHROMIUM} is missing and {' '.join(command)} failed: {tail}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserContext]:
-    """Chromium with a fresh profile, driven by Playwright (no browser download)."""
+    """Chromium with a fresh profile, driven by Playwright (no browser download).
+
+    Module-scoped: Playwright's sync API runs an event loop in the main thread
+    while it is open, which would break later tests that call ``asyncio.run``.
+    """
     _ensure_chromium()
     from playwright.sync_api import sync_playwright
 
@@ -159,6 +163,7 @@ def test_make_demo_then_runstore_view_shows_the_demo_run(tmp_path: Path, page: P
         check=False,
     )
     assert made.returncode == 0, made.stderr.decode()
+    assert b"  runstore view\n" in made.stdout  # the demo says how to look at it in a browser
     (run_id,) = [p.name for p in (tmp_path / "runs").iterdir() if p.name.startswith("run_")]
     with serving(cwd=tmp_path) as url:
         page.goto(url)

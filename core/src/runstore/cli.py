@@ -604,6 +604,7 @@ def demo(cli_ctx: CliContext, seed: int, instances: int, run_id: str | None) -> 
             cli_ctx.command_hint("show", run),
             cli_ctx.command_hint("tail", run, "steps"),
             cli_ctx.command_hint("cat", run, first),
+            cli_ctx.command_hint("view"),
         ],
     )
 
