@@ -425,6 +425,7 @@ def report_error(cli_ctx: CliContext, exc: RunstoreError) -> None:
 
 
 LAZY_COMMANDS: dict[str, str] = {
+    "cp": "runstore.cli_maintenance:cp",
     "diff": "runstore.cli_maintenance:diff",
     "gc": "runstore.cli_maintenance:gc",
     "recover": "runstore.cli_maintenance:recover",

@@ -51,8 +51,10 @@ from runstore.retention import (
     expire_streams,
     parse_age,
 )
+from runstore.store import open as open_store
+from runstore.transfer import CopyProgress, copy_runs
 
-__all__ = ["diff", "gc", "recover", "verify"]
+__all__ = ["cp", "diff", "gc", "recover", "verify"]
 
 T = TypeVar("T")
 
@@ -580,3 +582,75 @@ def recover(
     crashed = sum(r.action == "marked_crashed" for r in results)
     verb = "would mark" if dry_run else "marked"
     cli_ctx.out.print(f"{verb} {crashed} runs crashed", style="bold", markup=False)
+
+
+# -- cp -----------------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("destination", metavar="DEST_URL")
+@click.argument("run_ids", metavar="[RUN]...", nargs=-1)
+@json_option
+@pass_cli
+def cp(cli_ctx: CliContext, destination: str, run_ids: tuple[str, ...]) -> None:
+    """Copy runs from the store to DEST_URL (any backend to any other), verified.
+
+    Copies each finished run exactly as stored: manifest, state, summary,
+    every stream byte for byte and every artifact, each checked against its
+    sha256 on the way. With no RUN, copies every run. Live runs are left
+    alone (they are still changing) and reported. Runs already copied are
+    skipped, and an interrupted copy resumes where it stopped: run the same
+    command again. A different run under the same id at DEST_URL is an
+    error; nothing of it is overwritten.
+
+    \b
+    Examples:
+      runstore --store ./runs cp s3://bucket/runs
+      runstore --store s3://bucket/runs cp ./runs run_20240115_001
+      runstore cp /backup/runs --json
+    """
+    source = cli_ctx.store
+    target = open_store(destination)
+    try:
+        with _progress(cli_ctx, "copying") as progress:
+            task = progress.add_task("cp", total=None, current="")
+
+            def tell(step: CopyProgress) -> None:
+                what = step.item or "done"
+                progress.update(
+                    task,
+                    total=step.runs_total,
+                    completed=step.runs_done,
+                    current=f"{step.run_id} {what} ({fmt_bytes(step.bytes_copied)})",
+                )
+
+            report = copy_runs(source, target, run_ids or None, progress=tell)
+    finally:
+        target.close()
+    if cli_ctx.json:
+        emit_json(
+            {
+                "from": cli_ctx.store_url,
+                "to": destination,
+                "copied": report.copied,
+                "skipped": report.skipped,
+                "live": report.live,
+                "bytes": report.bytes_copied,
+            }
+        )
+        return
+    out = cli_ctx.out
+    for run_id in report.copied:
+        out.print(Text.assemble(("copied   ", "green"), run_id))
+    for run_id in report.skipped:
+        out.print(Text.assemble(("skipped  ", "dim"), run_id, (" (already there)", "dim")))
+    for run_id in report.live:
+        out.print(
+            Text.assemble(("live     ", "yellow"), run_id, (" (not finished: left alone)", "dim"))
+        )
+    out.print(
+        f"{len(report.copied)} runs copied ({fmt_bytes(report.bytes_copied)}), "
+        f"{len(report.skipped)} already there, {len(report.live)} live, to {destination}",
+        style="bold",
+        markup=False,
+    )
