@@ -10,6 +10,17 @@ never selected. Policies come from keyword arguments or a TOML/JSON file::
     statuses = ["failed", "cancelled", "crashed"]
     max_total_bytes = 10_000_000_000
     keep_tags = ["pinned", "baseline"]
+
+Log streams carry their own retention, declared when the run is created::
+
+    store.create_run(..., log_retention={"logs": 7, "debug": 1})
+
+Each stream's :class:`~runstore.models.LogRef` (:func:`log_refs`) carries its
+``retention_days``. Once the run has finished that many days ago,
+:func:`expire_streams` (every ``runstore gc``) deletes the stream through
+:meth:`~runstore.backends.LogBackend.delete_stream`; the rest of the run
+stays, and ``runstore verify`` knows the stream went on purpose. Pinned runs
+keep their streams; a backend that cannot delete one stream keeps it.
 """
 
 from __future__ import annotations
