@@ -25,7 +25,7 @@ lint: $(STAMP)
 # One mypy run per folder: test folders of different packages share module
 # names (conftest), which one run cannot hold.
 # Nested test folders with their own conftest get their own run too.
-TYPED := core/src core/tests $(wildcard plugins/*/src plugins/*/tests) tests tests/reliability benchmarks
+TYPED := core/src core/tests $(wildcard plugins/*/src plugins/*/tests docs/examples/*/src docs/examples/*/tests) tests tests/reliability benchmarks
 
 typecheck: $(STAMP)
 	@set -e; for dir in $(TYPED); do \
