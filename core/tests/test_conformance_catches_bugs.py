@@ -3,14 +3,19 @@
 Each test plants one bug in a subclass of the memory backend, runs the whole
 kit (``StoreConformance``: the mixins and the state machine) on it in a
 separate pytest session, and checks which tests fail and what they say.
+The last tests cover how an author can misuse or tune the state machine.
 """
 
 from __future__ import annotations
 
 import re
 import textwrap
+import uuid
 
 import pytest
+
+import runstore
+from runstore.testing import EXAMPLES_ENV, run_state_machine, state_machine_settings
 
 pytest_plugins = ["pytester"]
 
@@ -210,3 +215,33 @@ def test_a_capability_the_backend_declares_off_skips_its_tests_with_the_reason(
     result.stdout.fnmatch_lines(
         ["SKIPPED [[]1[]] *: compare_and_swap=False declared by backend 'planted' (state*"]
     )
+
+
+# -- using the state machine ------------------------------------------------------------
+
+
+def test_a_store_factory_that_reopens_a_used_store_is_refused() -> None:
+    url = f"memory://reused-{uuid.uuid4().hex}"
+    with runstore.open(url) as keeper:  # keeps the named memory store's data alive
+        keeper.create_run(run_id="run_left_over")
+        with pytest.raises(AssertionError) as info:
+            run_state_machine(
+                lambda: runstore.open(url), settings=state_machine_settings(max_examples=1)
+            )
+    assert "fresh, empty store each time; this one holds ['run_left_over']" in str(info.value)
+
+
+def test_the_examples_variable_sets_how_many_sequences_are_tried(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(EXAMPLES_ENV, "7")
+    assert state_machine_settings().max_examples == 7
+    assert state_machine_settings(max_examples=3).max_examples == 3
+
+
+def test_an_examples_variable_that_is_not_a_number_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(EXAMPLES_ENV, "lots")
+    with pytest.raises(ValueError, match="RUNSTORE_CONFORMANCE_EXAMPLES must be a whole number"):
+        state_machine_settings()

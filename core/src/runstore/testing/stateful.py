@@ -1,7 +1,7 @@
 """Stateful conformance: random operation sequences, the backend against the reference.
 
 A Hypothesis :class:`~hypothesis.stateful.RuleBasedStateMachine` opens the
-backend under test and a fresh in-memory reference (``memory://``), applies
+backend under test and an empty in-memory reference (``memory://``), applies
 every operation to both through the public sync API and asserts after each
 step that they agree: the same result modulo timestamps, durations and
 generated run ids, or the same error ``code`` for the same bad input.
@@ -349,6 +349,14 @@ class StoreStateMachine(RuleBasedStateMachine):
         except BaseException:
             self._release_reference(reference)
             raise
+        leftovers = [r.run_id for r in backend.list_runs()]
+        if leftovers:
+            backend.close()
+            self._release_reference(reference)
+            raise AssertionError(
+                "the store factory must open a fresh, empty store each time; "
+                f"this one holds {leftovers}"
+            )
         # A heartbeat is a state write at a wall-clock moment: it would make the two
         # stores' revisions drift apart for reasons no operation explains.
         backend.aio.heartbeat_interval = 0
@@ -357,11 +365,6 @@ class StoreStateMachine(RuleBasedStateMachine):
         self._capable = _both_capable(type(self).capabilities, declared_capabilities(backend))
         self._writers: list[_Writer] = []
         self._existing: set[str] = set()
-        leftovers = backend.list_runs()
-        assert not leftovers, (
-            f"the store factory must open a fresh, empty store each time; this one holds "
-            f"{[r.run_id for r in leftovers]}"
-        )
 
     def teardown(self) -> None:
         try:
