@@ -72,8 +72,53 @@ def docs(session: nox.Session) -> None:
     session.run("pytest", "tests/test_docs.py", *session.posargs, env=env)
 
 
+# benchmarks/<name>.py run by `nox -s bench`, with their fixed arguments.
+BENCHMARKS = {
+    "append": ["--fsync"],
+    "read": [],
+    "index": [],
+    "memory": [],
+}
+
+
+def _bench_args(session: nox.Session, available: list[str]) -> tuple[list[str], list[str]]:
+    """Split posargs into benchmark names (default: all) and options for each script."""
+    names = [arg for arg in session.posargs if arg in available]
+    options = [arg for arg in session.posargs if arg not in available]
+    return names or available, options
+
+
+def _run_bench(session: nox.Session, name: str, fixed: list[str], options: list[str]) -> None:
+    # --profile FILE with several scripts: one report each, FILE.<name>.
+    if "--profile" in options:
+        at = options.index("--profile") + 1
+        if len(options) > at:
+            options = [*options[:at], f"{options[at]}.{name}", *options[at + 1 :]]
+    session.run("python", f"benchmarks/{name}.py", *fixed, *options)
+
+
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """Benchmarks: each prints ratios against a raw baseline measured in the same run."""
-    session.install("-r", "requirements-dev.txt")
-    session.run("python", "benchmarks/append.py", "--fsync", *session.posargs)
+    """Benchmarks: each prints ratios against a raw baseline measured in the same run.
+
+    ``nox -s bench`` runs every script at its default size; ``nox -s bench --
+    read index --json`` runs the named ones, each with the options given (name
+    one script to pass its own, e.g. ``-- read --records 100000``; ``--profile
+    FILE`` writes FILE.<name> per script). The peers comparison is ``nox -s peers``.
+    """
+    # What the scripts import, no more (requirements-dev.txt also pulls s3fs/moto/mkdocs).
+    session.install("-e", "./core", "-e", "./plugins/runstore-local")
+    names, options = _bench_args(session, list(BENCHMARKS))
+    for name in names:
+        _run_bench(session, name, BENCHMARKS[name], options)
+
+
+# The peers are installed here only, never as project dependencies.
+PEERS = ["mlflow-skinny", "sacred"]
+
+
+@nox.session(python=PYTHON)
+def peers(session: nox.Session) -> None:
+    """runstore against MLflow's file store and Sacred's FileStorageObserver, side by side."""
+    session.install("-e", "./core", "-e", "./plugins/runstore-local", *PEERS)
+    session.run("python", "benchmarks/peers.py", *session.posargs)

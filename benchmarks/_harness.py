@@ -13,7 +13,9 @@ import cProfile
 import pstats
 import statistics
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,20 +61,69 @@ def parser(doc: str | None) -> argparse.ArgumentParser:
         "--profile",
         metavar="FILE",
         type=Path,
-        help="run under cProfile and write the stats (sorted by cumulative time) to FILE",
+        help="run under cProfile (every thread, and child processes that call merge_profile)"
+        " and write the stats, sorted by cumulative time, to FILE",
     )
     return p
 
 
-def run_main(main: Callable[[argparse.Namespace], list[Row]], args: argparse.Namespace) -> int:
-    if args.profile is not None:
+_child_dumps: list[Path] = []
+
+
+def merge_profile(dump: Path) -> None:
+    """Add a pstats dump (e.g. a child process's, from :func:`profiling`) to the report."""
+    _child_dumps.append(dump)
+
+
+@contextmanager
+def profiling(dump: Path) -> Iterator[None]:
+    """Profile the calling thread and every thread started in the block; dump the merged stats.
+
+    One cProfile per thread: the sync API does its work in a portal thread,
+    which a profiler of the calling thread alone would show as lock waits.
+    """
+    profilers = [cProfile.Profile()]
+    lock = threading.Lock()
+
+    def start_in_thread(*_: object) -> None:
         profiler = cProfile.Profile()
-        rows = profiler.runcall(main, args)
-        with args.profile.open("w") as out:
-            pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(60)
-        print(f"profile written to {args.profile}", file=sys.stderr)
-    else:
+        with lock:
+            profilers.append(profiler)
+        profiler.enable()  # replaces this bootstrap hook for the rest of the thread
+
+    threading.setprofile(start_in_thread)
+    profilers[0].enable()
+    try:
+        yield
+    finally:
+        profilers[0].disable()
+        threading.setprofile(None)
+        with lock:
+            for profiler in profilers:
+                profiler.create_stats()
+            recorded = [profiler for profiler in profilers if profiler.stats]
+            stats = pstats.Stats(*recorded)
+        stats.dump_stats(dump)
+        print(f"{len(recorded)} thread(s) profiled", file=sys.stderr)
+
+
+def _profiled(
+    main: Callable[[argparse.Namespace], list[Row]], args: argparse.Namespace
+) -> list[Row]:
+    dump = args.profile.with_name(args.profile.name + ".pstats")
+    with profiling(dump):
         rows = main(args)
+    with args.profile.open("w") as out:
+        stats = pstats.Stats(str(dump), *(str(d) for d in _child_dumps), stream=out)
+        print(f"this process and {len(_child_dumps)} child process(es)", file=out)
+        stats.sort_stats("cumulative").print_stats(60)
+        stats.sort_stats("tottime").print_stats(30)
+    print(f"profile written to {args.profile} (raw stats: {dump})", file=sys.stderr)
+    return rows
+
+
+def run_main(main: Callable[[argparse.Namespace], list[Row]], args: argparse.Namespace) -> int:
+    rows = main(args) if args.profile is None else _profiled(main, args)
     report(rows, as_json=args.json)
     return 0
 

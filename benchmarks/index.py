@@ -6,7 +6,7 @@ atomic claim included), ``list_runs`` pages with and without filters, and a
 full listing. Goals: listing <= 0.2 s at 100k runs, and create cost flat in
 the number of runs (ratio of the cost at N to the cost at the smallest N).
 
-    python benchmarks/index.py [--sizes 1000,10000,100000] [--creates 50]
+    python benchmarks/index.py [--sizes 1000,10000,100000] [--creates 50] [--profile FILE]
 """
 
 from __future__ import annotations

@@ -6,6 +6,11 @@ from a generated binary stream (never held in memory), and records the peak
 again. Goal: the peak grows by at most 20 MB over the empty-run baseline.
 
     python benchmarks/memory.py [--records 1000000] [--artifact-mb 1024] [--store URL]
+                                [--profile FILE]
+
+``--profile`` profiles the child (every thread) and merges it into FILE; the
+profiler's own memory then inflates the peaks, so read the figures from a run
+without it.
 """
 
 from __future__ import annotations
@@ -17,10 +22,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _harness import Row, parser, run_main
+from _harness import Row, merge_profile, parser, run_main
 
 CHILD = r"""
-import io, json, sys
+import contextlib, io, json, sys
 import runstore
 
 def peak_kb():
@@ -41,8 +46,14 @@ class Zeros(io.RawIOBase):
         return n
 
 url, records, artifact_bytes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+profile = contextlib.nullcontext()
+if len(sys.argv) > 4:  # --profile: the child's threads, dumped for the parent's report
+    from pathlib import Path
+    sys.path.insert(0, sys.argv[5])
+    from _harness import profiling
+    profile = profiling(Path(sys.argv[4]))
 record = {"instance_id": "inst_001", "step_name": "checkout", "note": "x" * 200}
-with runstore.open(url, heartbeat_interval=0) as store:
+with profile, runstore.open(url, heartbeat_interval=0) as store:
     run = store.create_run(run_id="run_memory")
     run.append("steps", record)
     run.put_artifact("warmup.bin", b"x" * 1024)
@@ -59,8 +70,13 @@ with runstore.open(url, heartbeat_interval=0) as store:
 def main(args: argparse.Namespace) -> list[Row]:
     with tempfile.TemporaryDirectory() as tmp:
         url = args.store or str(Path(tmp) / "runs")
+        command = [sys.executable, "-c", CHILD, url, str(args.records), str(args.artifact_mb << 20)]
+        if args.profile is not None:  # the work is in the child: profile it there
+            dump = args.profile.with_name(args.profile.name + ".child.pstats")
+            command += [str(dump), str(Path(__file__).resolve().parent)]
+            merge_profile(dump)
         out = subprocess.run(
-            [sys.executable, "-c", CHILD, url, str(args.records), str(args.artifact_mb << 20)],
+            command,
             check=True,
             capture_output=True,
             text=True,
