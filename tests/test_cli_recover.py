@@ -99,6 +99,12 @@ def test_only_the_named_runs_are_looked_at(local_store: CliStore, small_runs: An
     )
 
 
+def test_stale_after_zero_takes_every_live_run_for_dead(local_store: CliStore) -> None:
+    _abandon(local_store, "run_just_now")
+    actions = _actions(local_store.invoke("recover", "--stale-after", "0s", "--json"))
+    assert actions == {"run_just_now": "marked_crashed"}
+
+
 def test_a_malformed_age_is_a_usage_error(local_store: CliStore) -> None:
     result = local_store.invoke("recover", "--stale-after", "soon")
     assert result.exit_code == 2

@@ -525,7 +525,7 @@ def _recovery_table(results: Sequence[Recovery]) -> Table:
 @click.option(
     "--stale-after",
     type=AgeParam(),
-    default="5m",
+    default=f"{DEFAULT_STALE_AFTER // timedelta(minutes=1)}m",
     show_default=True,
     help="A live run whose last heartbeat is older than AGE is taken for dead.",
 )
@@ -554,7 +554,7 @@ def recover(
         cli_ctx,
         recover_runs(
             cli_ctx.store.aio,
-            stale_after=stale_after or DEFAULT_STALE_AFTER,
+            stale_after=stale_after,
             run_ids=run_ids or None,
             dry_run=dry_run,
         ),
