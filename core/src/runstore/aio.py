@@ -552,11 +552,11 @@ class AsyncRun:
     # -- logs -----------------------------------------------------------------
 
     async def _writer(self, stream: str, *, internal: bool = False) -> StreamWriter:
+        validate_stream_name(stream, allow_reserved=internal)
         writers = self._internal_writers if internal else self._writers
         writer = writers.get(stream)
         if writer is not None:
             return writer
-        validate_stream_name(stream, allow_reserved=internal)
         if self._summary is not None:
             raise ConflictError(
                 f"run {self.run_id!r} has finished; appends are refused",
@@ -591,7 +591,8 @@ class AsyncRun:
         if _correlation() is not None:
             record = correlate(self.run_id, record)
         line = encode_record(record)
-        writer = self._writers.get(stream) or await self._writer(stream)
+        writer = self._writers.get(stream) if type(stream) is str else None
+        writer = writer or await self._writer(stream)  # the slow path validates the name
         durable = writer.write(line)
         self._count(stream, record)  # written: counted even if the commit below fails
         if not durable:

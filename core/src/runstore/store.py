@@ -236,8 +236,8 @@ class Run:
             record = correlate(self.run_id, record)
         line = encode_record(record)
         arun = self.aio
-        writer = arun._writers.get(stream)
-        if writer is None:
+        writer = arun._writers.get(stream) if type(stream) is str else None
+        if writer is None:  # the slow path validates the name
             writer = self._portal.call(arun._writer(stream))
         durable = writer.write(line)
         with self._count_lock:

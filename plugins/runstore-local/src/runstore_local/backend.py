@@ -51,6 +51,7 @@ from runstore_local.fs import (
     open_run_dir,
     opened,
     read_file,
+    refuse_link,
     temp_name,
     translate,
     write_all,
@@ -59,6 +60,7 @@ from runstore_local.index import RunIndex
 from runstore_local.streams import LocalStreamWriter
 
 _CHUNK = 1 << 20
+_INDEX = "index.sqlite3"
 
 
 class LocalBackend(StateBackend, LogBackend, ArtifactBackend):
@@ -83,7 +85,17 @@ class LocalBackend(StateBackend, LogBackend, ArtifactBackend):
                     exc, f"cannot open store {str(self.root)!r}", path=str(self.root)
                 ) from exc
             try:
-                self._index = RunIndex(str(self.root / layout.BOOKKEEPING_DIR / "index.sqlite3"))
+                # SQLite opens the index by name and follows links: refuse planted ones.
+                with opened(open_dir(self._root_fd, [layout.BOOKKEEPING_DIR])) as bookkeeping:
+                    for suffix in ("", "-wal", "-shm", "-journal"):
+                        refuse_link(bookkeeping, _INDEX + suffix)
+            except OSError as exc:
+                os.close(self._tmp_fd)
+                raise translate(
+                    exc, f"cannot open the run index of {str(self.root)!r}", path=str(self.root)
+                ) from exc
+            try:
+                self._index = RunIndex(str(self.root / layout.BOOKKEEPING_DIR / _INDEX))
             except BaseException:
                 os.close(self._tmp_fd)
                 raise

@@ -107,6 +107,14 @@ def _refuse_link(dir_fd: int, name: str) -> None:
         raise OSError(errno.ELOOP, "symbolic link refused", name)
 
 
+def refuse_link(dir_fd: int, name: str) -> None:
+    """Raise ELOOP if ``name`` in ``dir_fd`` is a symlink; a missing ``name`` is fine."""
+    try:
+        _refuse_link(dir_fd, name)
+    except FileNotFoundError:
+        pass
+
+
 def open_run_dir(root_fd: int, run_id: str) -> int:
     try:
         return os.open(run_id, DIR_FLAGS, dir_fd=root_fd)
