@@ -46,7 +46,7 @@ PAGES = (
     "errors.md",
 )
 
-_FENCE = re.compile(r"^```(?P<lang>[\w+-]*)[^\n]*$")
+_FENCE = re.compile(r"^(?P<indent>[ \t]*)```(?P<lang>[\w+-]*)[^\n]*$")
 _MARKER = re.compile(r"^<!-- docs-test: (?P<action>skip|write)\b\s*(?P<arg>.*?)\s*-->$")
 
 
@@ -70,12 +70,12 @@ def blocks(page: str) -> list[Block]:
         if fence is None:
             index += 1
             continue
-        start = index
+        start, indent = index, fence["indent"]
         end = start + 1
-        while end < len(lines) and lines[end] != "```":
+        while end < len(lines) and lines[end] != f"{indent}```":
             end += 1
         assert end < len(lines), f"{page}:{start + 1}: unclosed code block"
-        marker = _MARKER.match(lines[start - 1]) if start else None
+        marker = _MARKER.match(lines[start - 1].strip()) if start else None
         action: Literal["run", "skip", "write"] = "run"
         path = ""
         if marker is not None:
@@ -87,9 +87,8 @@ def blocks(page: str) -> list[Block]:
         lang = fence["lang"]
         if action == "run" and lang not in ("python", "py"):
             action = "skip"  # shell sessions, TOML, trees: shown, not run
-        found.append(
-            Block(page, start + 2, lang, "\n".join(lines[start + 1 : end]) + "\n", action, path)
-        )
+        code = "".join(f"{line.removeprefix(indent)}\n" for line in lines[start + 1 : end])
+        found.append(Block(page, start + 2, lang, code, action, path))
         index = end + 1
     return found
 
@@ -241,12 +240,26 @@ def test_python_blocks_run(page: str, tmp_path: Path) -> None:
 def test_the_write_a_backend_guide_goes_from_an_empty_folder_to_a_passing_kit(
     tmp_path: Path,
 ) -> None:
-    """The guide's files, installed, pass its conformance test file."""
+    """The guide's files are lint-clean and typed and, installed, pass their conformance tests."""
     folder = tmp_path / "folder"
     folder.mkdir()
     written = run_page("write-a-backend.md", folder)
     assert written.returncode == 0, f"{written.stdout}\n{written.stderr}"
     (project,) = {Path(b.path).parts[0] for b in blocks("write-a-backend.md") if b.path}
+    for check in (
+        ["ruff", "check", "--config", str(ROOT / "pyproject.toml"), "."],
+        ["ruff", "format", "--check", "--config", str(ROOT / "pyproject.toml"), "."],
+        ["mypy", "--strict", "--no-incremental", "src", "tests"],
+    ):
+        linted = subprocess.run(
+            [sys.executable, "-m", *check],
+            cwd=folder / project,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert linted.returncode == 0, f"{' '.join(check)}:\n{linted.stdout}{linted.stderr}"
     site = tmp_path / "site-packages"
     install = subprocess.run(
         [
