@@ -290,6 +290,9 @@ class _Writer:
     def on(self, side: _Side) -> runstore.Run:
         return self.runs[side.name]
 
+    def flush(self, side: _Side) -> None:
+        self.on(side).flush()
+
     @property
     def finished(self) -> bool:
         return self.runs["reference"].summary is not None
@@ -326,10 +329,11 @@ class StoreStateMachine(RuleBasedStateMachine):
     """Drives the backend (``open_store()``) and a memory reference with the same operations.
 
     Set ``open_store`` (and optionally ``capabilities``) on a subclass, or use
-    :func:`run_state_machine`. Operations a backend declares it cannot do
-    safely are left out: duplicate run ids without ``conditional_create``,
-    two writers of one run without ``compare_and_swap``, listing comparisons
-    without ``consistent_listing``.
+    :func:`run_state_machine`. What a backend declares it does not do is
+    left out: duplicate run ids without ``conditional_create``, two writers
+    of one run without ``compare_and_swap``, listing comparisons without
+    ``consistent_listing``; without ``native_append`` live writers are
+    flushed before their records are read.
     """
 
     open_store: ClassVar[Callable[[], runstore.Store]]
@@ -625,6 +629,7 @@ class StoreStateMachine(RuleBasedStateMachine):
     @rule(target=writers, run=writers)
     def resume_run(self, run: _Writer) -> Any:
         run_id = run.run_id
+        self._settle(run_id)
         if self._live_writers(run_id) and not self._capable.compare_and_swap:
             return multiple()
         backend, reference = self._both(
@@ -651,6 +656,16 @@ class StoreStateMachine(RuleBasedStateMachine):
 
     # -- reading --------------------------------------------------------------------
 
+    def _settle(self, run_id: str) -> None:
+        """Without ``native_append`` records show once flushed: flush before reading them.
+
+        (Object stores buffer records into segments; the reference appends in place.)
+        """
+        if self._capable.native_append:
+            return
+        for writer in self._live_writers(run_id):
+            self._both(f"flush({run_id!r})", writer.flush)
+
     @precondition(lambda self: self._capable.consistent_listing)
     @rule(
         query=_queries,
@@ -675,6 +690,8 @@ class StoreStateMachine(RuleBasedStateMachine):
 
     @rule(run=writers)
     def get_run(self, run: _Writer) -> None:
+        self._settle(run.run_id)
+
         def view(side: _Side) -> dict[str, Any]:
             found = side.store.get_run(side.id(run.run_id))
             return {
@@ -689,6 +706,7 @@ class StoreStateMachine(RuleBasedStateMachine):
 
     @rule(run=writers, stream=st.sampled_from((*STREAMS, ARTIFACTS_STREAM, *BAD_STREAMS[1:])))
     def read_stream(self, run: _Writer, stream: str) -> None:
+        self._settle(run.run_id)
         self._both(
             f"get_run({run.run_id!r}).read({stream!r})",
             lambda side: list(side.store.get_run(side.id(run.run_id)).read(stream)),
@@ -700,6 +718,7 @@ class StoreStateMachine(RuleBasedStateMachine):
         verify=st.booleans(),
     )
     def read_artifact(self, run: _Writer, name: str, verify: bool) -> None:
+        self._settle(run.run_id)
         self._both(
             f"get_run({run.run_id!r}).read_artifact({name!r}, verify={verify})",
             lambda side: side.store.get_run(side.id(run.run_id)).read_artifact(name, verify=verify),
@@ -707,6 +726,7 @@ class StoreStateMachine(RuleBasedStateMachine):
 
     @rule(run=writers, instance_id=st.sampled_from((*INSTANCE_IDS, "inst_missing")))
     def instance(self, run: _Writer, instance_id: str) -> None:
+        self._settle(run.run_id)
         self._both(
             f"get_run({run.run_id!r}).instance({instance_id!r})",
             lambda side: side.store.get_run(side.id(run.run_id)).instance(instance_id),
