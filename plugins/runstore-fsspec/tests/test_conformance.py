@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import fsspec
@@ -12,6 +13,7 @@ import pytest
 import runstore
 from runstore.backends import Capabilities
 from runstore.testing import StoreConformance, check_registration
+from runstore.testing.stateful import EXAMPLES_ENV, state_machine_settings
 from runstore_fsspec.testing import S3Server
 
 _names = itertools.count()
@@ -27,11 +29,19 @@ def test_plugin_registers_the_fsspec_backend_as_fallback() -> None:
 
 class TestS3(StoreConformance):
     capabilities = Capabilities(native_append=False)
+    # every step is a few HTTP requests: fewer random sequences than in memory
+    state_machine_settings = state_machine_settings(
+        max_examples=int(os.environ.get(EXAMPLES_ENV) or 10)
+    )
 
     @pytest.fixture
     def store(self, s3: S3Server) -> Iterator[runstore.Store]:
         with runstore.open(s3.url("conformance")) as store:
             yield store
+
+    @pytest.fixture
+    def store_factory(self, s3: S3Server) -> Callable[[], runstore.Store]:
+        return lambda: runstore.open(s3.url(f"machine{next(_names)}"), heartbeat_interval=0)
 
     def test_backend_declares_these_capabilities(self, store: runstore.Store) -> None:
         assert store.backend_names == {"state": "fsspec", "logs": "fsspec", "artifacts": "fsspec"}
@@ -50,6 +60,20 @@ class TestFsspecMemory(StoreConformance):
         if memory.exists(f"/{name}"):
             memory.rm(f"/{name}", recursive=True)
 
+    @pytest.fixture
+    def store_factory(self) -> Iterator[Callable[[], runstore.Store]]:
+        names: list[str] = []
+
+        def open_store() -> runstore.Store:
+            names.append(f"machine-{next(_names)}")
+            return runstore.open(f"fsspec+memory://{names[-1]}", heartbeat_interval=0)
+
+        yield open_store
+        memory = fsspec.filesystem("memory")
+        for name in names:
+            if memory.exists(f"/{name}"):
+                memory.rm(f"/{name}", recursive=True)
+
     def test_backend_declares_these_capabilities(self, store: runstore.Store) -> None:
         assert store.backend_names["state"] == "fsspec"
         assert store.aio.state_backend.capabilities == self.capabilities
@@ -64,6 +88,12 @@ class TestFsspecFile(StoreConformance):
     def store(self, tmp_path: Path) -> Iterator[runstore.Store]:
         with runstore.open(f"fsspec+file://{tmp_path}/runs") as store:
             yield store
+
+    @pytest.fixture
+    def store_factory(self, tmp_path: Path) -> Callable[[], runstore.Store]:
+        return lambda: runstore.open(
+            f"fsspec+file://{tmp_path}/machine{next(_names)}", heartbeat_interval=0
+        )
 
     def test_backend_declares_these_capabilities(self, store: runstore.Store) -> None:
         assert store.backend_names["state"] == "fsspec"

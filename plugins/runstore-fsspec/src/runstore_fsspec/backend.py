@@ -114,6 +114,7 @@ from runstore.layout import (
 )
 from runstore.models import RunManifest, RunRecord, RunState, RunSummary
 from runstore_fsspec._errors import PreconditionFailed
+from runstore_fsspec._lease import WriterLease
 from runstore_fsspec._objects import FsspecObjects, ObjectInfo, ObjectStore, S3Objects
 from runstore_fsspec._streams import BatchPolicy, SegmentWriter
 
@@ -167,11 +168,17 @@ class FsspecBackend(StateBackend, LogBackend, ArtifactBackend):
         self._index_cache: dict[str, tuple[str, RunRecord]] = {}
         self._artifact_dirs: dict[str, set[str]] = {}
         self._writers: weakref.WeakSet[SegmentWriter] = weakref.WeakSet()
+        self._lease = WriterLease(objects) if not conditional and objects.persistent else None
 
     def __repr__(self) -> str:
         return f"<FsspecBackend {self.objects.url!r}>"
 
     # -- helpers --------------------------------------------------------------
+
+    async def _writable(self) -> None:
+        """Without conditional writes, only the process holding the writer lease writes."""
+        if self._lease is not None:
+            await self._lease.acquire()
 
     async def _holds(self, key: str, data: bytes) -> bool:
         """Whether ``key`` stores exactly ``data`` (our own retried write landed)."""
@@ -206,6 +213,7 @@ class FsspecBackend(StateBackend, LogBackend, ArtifactBackend):
     # -- state ----------------------------------------------------------------
 
     async def create_run(self, manifest: RunManifest, state: RunState) -> None:
+        await self._writable()
         run_id = manifest.run_id
         body = dump_snapshot(manifest)
         try:
@@ -258,6 +266,7 @@ class FsspecBackend(StateBackend, LogBackend, ArtifactBackend):
     async def write_state(
         self, state: RunState, *, expected_revision: int, record: RunRecord
     ) -> None:
+        await self._writable()
         run_id = state.run_id
         key = state_path(run_id)
         known = self._state_tags.get(run_id)
@@ -282,6 +291,7 @@ class FsspecBackend(StateBackend, LogBackend, ArtifactBackend):
         await self._write_index(run_id, state.revision, record)
 
     async def write_summary(self, summary: RunSummary) -> None:
+        await self._writable()
         if await self.objects.head(manifest_path(summary.run_id)) is None:
             raise self._run_not_found(summary.run_id)
         await self.objects.put(summary_path(summary.run_id), dump_snapshot(summary))
@@ -301,6 +311,7 @@ class FsspecBackend(StateBackend, LogBackend, ArtifactBackend):
         return [name for name in dirs if name[:1] not in (".", "_")]
 
     async def delete_run(self, run_id: str) -> None:
+        await self._writable()
         await self.objects.delete([index_record_path(run_id)])
         keep = manifest_path(run_id)  # deleted last: the id stays claimed until the end
         keys = [info.key for info in await self.objects.list_tree(run_id) if info.key != keep]
@@ -433,6 +444,7 @@ class FsspecBackend(StateBackend, LogBackend, ArtifactBackend):
         return query.apply(await self._index_records())
 
     async def rebuild_index(self) -> int:
+        await self._writable()
         run_ids = await self.list_run_ids()
         indexed = {
             info.key.rsplit("/", 1)[-1].removesuffix(".json")
@@ -527,6 +539,7 @@ class FsspecBackend(StateBackend, LogBackend, ArtifactBackend):
                 "it offers 'batch' (default) and 'record'",
                 details={"durability": durability},
             )
+        await self._writable()
         segments = await self._segments(run_id, stream)
         canonical = await self.objects.head(stream_path(run_id, stream))
         end = canonical.size if canonical else 0
@@ -605,10 +618,12 @@ class FsspecBackend(StateBackend, LogBackend, ArtifactBackend):
         return end
 
     async def delete_stream(self, run_id: str, stream: str) -> None:
+        await self._writable()
         keys = [segment.key for segment in await self._segments(run_id, stream)]
         await self.objects.delete([stream_path(run_id, stream), *keys])
 
     async def finalize(self, run_id: str) -> None:
+        await self._writable()
         streams, _ = await self.objects.listdir(f"{run_id}/{SEGMENTS_DIR}")
         for stream in streams:
             await self._compact(run_id, stream)
@@ -693,6 +708,7 @@ class FsspecBackend(StateBackend, LogBackend, ArtifactBackend):
         return digest.hexdigest()
 
     async def put(self, run_id: str, name: str, source: ArtifactSource) -> StoredArtifact:
+        await self._writable()
         key = artifact_path(run_id, name)
         await self._check_no_path_clash(run_id, name)
         digest = hashlib.sha256()
@@ -757,6 +773,11 @@ class FsspecBackend(StateBackend, LogBackend, ArtifactBackend):
             except RunstoreError as exc:
                 failure = failure or exc
         self._writers = weakref.WeakSet()
+        if self._lease is not None:
+            try:
+                await self._lease.release()
+            except RunstoreError as exc:
+                failure = failure or exc
         await self.objects.aclose()
         if failure is not None:
             raise failure
