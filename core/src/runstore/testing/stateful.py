@@ -286,6 +286,8 @@ class _Writer:
         """Its run was deleted: writing through it is unspecified, so it is left alone."""
         self.last_put: tuple[str, bytes] | None = None
         """Name and bytes of the last artifact stored through it."""
+        self.streams: set[str] = set()
+        """Streams it may hold open: every one it tried to write, until it finished."""
 
     def on(self, side: _Side) -> runstore.Run:
         return self.runs[side.name]
@@ -450,11 +452,9 @@ class StoreStateMachine(RuleBasedStateMachine):
         a lock) or not, so the machine never does it.
         """
         return any(
-            other is not writer
-            and other.run_id == writer.run_id
-            and not other.orphaned
-            and stream in other.runs["reference"].aio._writers
-            for other in self._writers
+            stream in other.streams
+            for other in self._live_writers(writer.run_id)
+            if other is not writer
         )
 
     def _live_writers(self, run_id: str) -> list[_Writer]:
@@ -513,6 +513,7 @@ class StoreStateMachine(RuleBasedStateMachine):
     def _append(self, writer: _Writer, stream: str, record: Any) -> None:
         if writer.orphaned or self._held_elsewhere(writer, stream):
             return
+        writer.streams.add(stream)
         self._both(
             f"append({writer.run_id!r}, {stream!r}, {record!r})",
             lambda side: writer.on(side).append(stream, copy.deepcopy(record)),
@@ -534,6 +535,7 @@ class StoreStateMachine(RuleBasedStateMachine):
     def log(self, writer: _Writer, level: str, instance: bool) -> None:
         if writer.orphaned or self._held_elsewhere(writer, "logs"):
             return
+        writer.streams.add("logs")
         fields = {"instance_id": INSTANCE_IDS[0]} if instance else {}
         self._both(
             f"log({writer.run_id!r}, {level!r}, 'message', **{fields!r})",
@@ -543,6 +545,7 @@ class StoreStateMachine(RuleBasedStateMachine):
     def _put(self, writer: _Writer, name: str, data: bytes, kind: Any, as_file: bool) -> None:
         if writer.orphaned or self._held_elsewhere(writer, ARTIFACTS_STREAM):
             return
+        writer.streams.add(ARTIFACTS_STREAM)
 
         def put(side: _Side) -> runstore.ArtifactRef:
             source = io.BytesIO(data) if as_file else data
@@ -625,6 +628,8 @@ class StoreStateMachine(RuleBasedStateMachine):
             f"finish({writer.run_id!r}, {status!r}, error={error!r})",
             lambda side: writer.on(side).finish(status, error=error),
         )
+        if writer.finished:
+            writer.streams.clear()
 
     @rule(target=writers, run=writers)
     def resume_run(self, run: _Writer) -> Any:
