@@ -273,7 +273,7 @@ def test_the_write_a_backend_guide_goes_from_an_empty_folder_to_a_passing_kit(
     )
     assert install.returncode == 0, install.stderr
     env = {k: v for k, v in os.environ.items() if k != "RUNSTORE_URL"}
-    env["PYTHONPATH"] = str(site)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH")]))
     kit = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
         cwd=folder / project,
