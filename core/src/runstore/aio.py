@@ -14,7 +14,6 @@ import contextlib
 import hashlib
 import mimetypes
 import os
-import weakref
 from collections.abc import AsyncIterable, AsyncIterator, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -182,7 +181,9 @@ class AsyncStore:
         self._backends = _build_backends(self.plugins, self.url, routes or {}, dict(options or {}))
         self.durability = durability
         self.heartbeat_interval = heartbeat_interval
-        self._live: weakref.WeakSet[AsyncRun] = weakref.WeakSet()
+        # Strong references: a run the caller dropped unfinished still holds open
+        # streams (and their locks) until aclose() releases it.
+        self._live: set[AsyncRun] = set()
 
     @property
     def state_backend(self) -> StateBackend:
@@ -294,8 +295,8 @@ class AsyncStore:
         """Reopen a run that is not finished (its writer died or handed over) for writing.
 
         Counts for the summary are rebuilt from the stored streams, and each
-        stream's torn tail (a write cut short by a crash) is repaired when the
-        stream is next written. A finished run raises
+        stream's torn tail (a write cut short by a crash) is repaired, whether
+        or not the stream is written again. A finished run raises
         :class:`~runstore.errors.ConflictError`.
         """
         view = await self.get_run(run_id)
@@ -308,6 +309,9 @@ class AsyncStore:
         await run._restore(view)
         if run.state.status in ("created", "crashed"):
             await run._write_state(status="running", started_at=run.state.started_at or utcnow())
+        for stream, torn in sorted(view.torn_tails.items()):
+            if torn:  # opening the stream's writer cuts its torn tail off
+                await run._writer(stream, internal=stream == ARTIFACTS_STREAM)
         run._start_heartbeat()
         return run
 
