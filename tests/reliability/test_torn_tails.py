@@ -22,6 +22,7 @@ from harness import Figures, S3Server, Scale, store_url
 
 import runstore
 from runstore.errors import CorruptError
+from runstore.maintenance import verify_run
 from runstore.records import LineDecoder, encode_record
 from runstore_local import LocalBackend
 
@@ -113,6 +114,28 @@ def test_resume_run_repairs_the_torn_tail_it_finds(
             assert view.torn_tails["steps"] == 0
             tried += 1
     figures.add("torn.local.resumed_offsets", tried)
+
+
+def test_resume_run_repairs_torn_tails_of_streams_it_never_writes_again(root: Path) -> None:
+    with runstore.open(str(root), heartbeat_interval=0) as store:
+        store.create_run(run_id="run_idle").put_artifact("a.txt", b"a")
+    refs = (root / "run_idle" / "artifacts.jsonl").read_bytes()
+    torn = {"steps": DATA[: ENDS[1] + 5], "logs": DATA[: ENDS[0] + 9], "artifacts": refs + b'{"ru'}
+    for stream, data in torn.items():
+        (root / "run_idle" / f"{stream}.jsonl").write_bytes(data)
+    with runstore.open(str(root), heartbeat_interval=0) as store:
+        run = store.resume_run("run_idle")
+        run.append("instances", {"n": 0})  # only another stream is written
+        run.finish()
+        view = store.get_run("run_idle")
+        assert list(view.read("steps")) == RECORDS[:2]
+        assert list(view.read("logs")) == RECORDS[:1]
+        assert [ref.name for ref in view.artifacts()] == ["a.txt"]
+        assert set(view.torn_tails.values()) == {0}
+        assert store._portal.call(verify_run(store.aio, "run_idle")) == []
+    assert (root / "run_idle" / "steps.jsonl").read_bytes() == DATA[: ENDS[1]]
+    assert (root / "run_idle" / "logs.jsonl").read_bytes() == DATA[: ENDS[0]]
+    assert (root / "run_idle" / "artifacts.jsonl").read_bytes() == refs
 
 
 def test_torn_artifact_reference_is_hidden_and_the_artifact_stays_readable(
