@@ -51,6 +51,16 @@ def integration(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def reliability(session: nox.Session) -> None:
+    """Crash, torn-tail, fault-injection, concurrency, recover, hostile-input and S3 fault
+    suites (docs/reliability.md). Without arguments: the quick subset ``make test`` runs.
+    The long form: ``nox -s reliability -- --trials 500 --figures reliability.json``.
+    """
+    session.install("-r", "requirements-dev.txt")
+    session.run("pytest", "tests/reliability", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     session.install("ruff>=0.6")
     session.run("ruff", "format", "--check", ".")
