@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -21,3 +21,7 @@ class TestMemoryBackend(StoreConformance):
     def store(self) -> Iterator[runstore.Store]:
         with runstore.open(f"memory://conformance-{next(_names)}") as store:
             yield store
+
+    @pytest.fixture
+    def store_factory(self) -> Callable[[], runstore.Store]:
+        return lambda: runstore.open(f"memory://machine-{next(_names)}")

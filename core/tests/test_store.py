@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -490,3 +491,37 @@ def test_resuming_an_unknown_run_is_not_found(store: runstore.Store) -> None:
     with pytest.raises(NotFoundError) as info:
         store.resume_run("run_missing")
     assert info.value.code == "not_found"
+
+
+def test_invalid_phase_status_is_refused_and_the_run_stays_readable() -> None:
+    with runstore.open("memory://phase-status") as store:
+        run = store.create_run(run_id="run_p")
+        with pytest.raises(InvalidInputError):
+            run.set_phase("load", status="bogus")  # type: ignore[arg-type]
+        assert store.get_run("run_p").state.phases == {}
+
+
+def test_config_that_does_not_serialise_is_invalid_input_and_writes_nothing() -> None:
+    with runstore.open("memory://bad-config") as store:
+        with pytest.raises(InvalidInputError):
+            store.create_run(run_id="run_c", config={"x": object()})
+        assert store.list_runs() == []
+
+
+def test_naive_datetime_filter_is_invalid_input() -> None:
+    with runstore.open("memory://naive") as store, pytest.raises(InvalidInputError):
+        store.list_runs(created_after=datetime(2024, 1, 1))
+
+
+def test_stale_writer_cannot_finish_over_a_newer_state() -> None:
+    with runstore.open("memory://stale") as store:
+        stale = store.create_run(run_id="run_s")
+        stale.start()
+        other = store.resume_run("run_s")
+        other.set_phase("x", status="running")
+        with pytest.raises(ConflictError):
+            stale.finish()
+        view = store.get_run("run_s")
+        assert view.summary is None
+        assert view.state.status == "running"
+        other.finish()

@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import IO, Any, Literal, Self, TypeVar, get_args
 
 from pydantic import BaseModel
+from pydantic_core import PydanticSerializationError
 
 from runstore import __version__
 from runstore.backends import (
@@ -257,8 +258,9 @@ class AsyncStore:
             }
             for stream in fields["log_retention"]:
                 validate_stream_name(stream)
-            RunManifest(run_id="x", **fields)
-        except ValueError as exc:
+            # Validate, and prove the config serialises, before anything is written.
+            RunManifest(run_id="x", **fields).model_dump_json()
+        except (ValueError, PydanticSerializationError) as exc:
             raise InvalidInputError(f"invalid run metadata: {exc}") from None
         if run_id is not None:
             validate_run_id(run_id)
@@ -338,6 +340,13 @@ class AsyncStore:
         """Run index records, newest first, filtered and paginated."""
         if (limit is not None and limit < 0) or offset < 0:
             raise InvalidInputError("limit and offset must not be negative")
+        for moment in (created_after, created_before):
+            if moment is not None and moment.utcoffset() is None:
+                raise InvalidInputError(
+                    f"created_after/created_before must be timezone-aware, got {moment!r}; "
+                    "use datetime(..., tzinfo=timezone.utc)",
+                    details={"value": moment.isoformat()},
+                )
         query = RunQuery(
             status=status,
             sut_name=sut_name,
@@ -550,8 +559,13 @@ class AsyncRun:
             }.items()
             if v is not None
         }
-        phases = {**self._state.phases, name: current.model_copy(update=updates)}
-        return await self._write_state(phases=phases)
+        try:
+            progress = PhaseProgress.model_validate({**current.model_dump(), **updates})
+        except ValueError as exc:
+            raise InvalidInputError(
+                f"invalid progress for phase {name!r}: {exc}", details={"phase": name}
+            ) from None
+        return await self._write_state(phases={**self._state.phases, name: progress})
 
     # -- logs -----------------------------------------------------------------
 
@@ -731,6 +745,15 @@ class AsyncRun:
             artifact_count=len(self._artifacts),
             artifact_bytes=sum(ref.size for ref in self._artifacts.values()),
         )
+        # A writer whose state is stale (recover marked the run crashed, another
+        # writer took over) must not leave a summary behind: check first.
+        stored = await self.store.state_backend.read_state(self.run_id)
+        if stored.revision != self._state.revision:
+            raise ConflictError(
+                f"run {self.run_id!r} was updated by another writer (revision "
+                f"{stored.revision}, this writer has {self._state.revision}); not finishing it",
+                details={"run_id": self.run_id, "stored": stored.revision},
+            )
         await self.store.state_backend.write_summary(summary)
         await self._write_state(summary=summary, status=status, finished_at=finished, error=error)
         self._summary = summary

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import itertools
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,11 @@ class TestLocalBackend(StoreConformance):
     def store(self, tmp_path: Path) -> Iterator[runstore.Store]:
         with runstore.open(str(tmp_path / "runs")) as store:
             yield store
+
+    @pytest.fixture
+    def store_factory(self, tmp_path: Path) -> Callable[[], runstore.Store]:
+        names = itertools.count()
+        return lambda: runstore.open(str(tmp_path / f"machine-{next(names)}"))
 
 
 class TestLocalBackendFileUrl(StoreConformance):
