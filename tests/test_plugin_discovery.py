@@ -7,6 +7,7 @@ there, so the test environment itself never sees them.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import subprocess
@@ -25,7 +26,10 @@ PACKAGES = {
     "broken": "runstore-broken-plugin",
 }
 # The workspace's own plugins are blocked so that only the fixture is under test.
-WORKSPACE_PLUGINS = "fsspec,local,print-phase-outputs"
+# Every plugin installed in the environment is blocked, so only the fixtures are under test.
+WORKSPACE_PLUGINS = ",".join(
+    sorted(importlib.metadata.entry_points(group="runstore.plugins").names)
+)
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import itertools
 import os
 from collections.abc import Callable
@@ -26,7 +27,8 @@ def _unique(prefix: str) -> str:
 @pytest.fixture
 def only_core(monkeypatch: pytest.MonkeyPatch) -> None:
     """Only the built-in memory backend: installed plugins are blocked."""
-    monkeypatch.setenv("RUNSTORE_DISABLE_PLUGINS", "fsspec,local")
+    installed = importlib.metadata.entry_points(group="runstore.plugins").names
+    monkeypatch.setenv("RUNSTORE_DISABLE_PLUGINS", ",".join(sorted(installed)))
 
 
 class Probe:

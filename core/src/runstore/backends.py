@@ -107,6 +107,7 @@ class BackendSpec:
     :ivar concerns: which of state, logs and artifacts the object serves.
     :ivar fallback: also claim any scheme no other backend claims.
     :ivar distribution: the package that provides it (for error messages).
+    :ivar accepts: for a fallback backend, which unclaimed schemes it can serve.
     """
 
     name: str
@@ -116,6 +117,8 @@ class BackendSpec:
     fallback: bool = False
     description: str = ""
     distribution: str | None = None
+    accepts: Callable[[str], bool] | None = None
+    """For a fallback backend: whether it can serve a scheme (``None``: any)."""
 
 
 _STATUSES: frozenset[str] = frozenset(get_args(RunStatus))

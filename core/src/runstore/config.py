@@ -112,7 +112,7 @@ def select_backend(
         if target.scheme in spec.schemes:
             return spec
     for spec in backends.values():
-        if spec.fallback:
+        if spec.fallback and (spec.accepts is None or spec.accepts(target.scheme)):
             return spec
     provider = _PROVIDERS.get(target.scheme)
     hint = f"install {provider}" if provider else "install a runstore plugin that provides it"

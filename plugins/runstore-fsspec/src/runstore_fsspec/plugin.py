@@ -19,6 +19,12 @@ def _factory(target: Target) -> object:
     return open_backend(target)
 
 
+def _known_protocol(scheme: str) -> bool:
+    import fsspec
+
+    return scheme in fsspec.available_protocols()
+
+
 @hookimpl
 def runstore_register_backends(register: Callable[[BackendSpec], None]) -> None:
     register(
@@ -27,6 +33,7 @@ def runstore_register_backends(register: Callable[[BackendSpec], None]) -> None:
             factory=_factory,
             schemes=("s3", "s3a", "gs", "gcs", "az", "abfs"),
             fallback=True,
+            accepts=_known_protocol,
             description=(
                 "any fsspec filesystem: S3 (runstore-fsspec[s3]), GCS, Azure, ...; "
                 "force it for other schemes with fsspec+memory://, fsspec+file://"
