@@ -51,7 +51,12 @@ class Scale:
     @property
     def s3_trials(self) -> int:
         """Crash trials on S3 (each one starts an S3 client in a fresh process)."""
-        return max(4, self.trials // 5)
+        return self.trials // 5 if self.long else 3
+
+    @property
+    def outages(self) -> int:
+        """Times the S3 server is stopped and started again in the middle of a run."""
+        return 3 if self.long else 1
 
     @property
     def local_writers(self) -> int:

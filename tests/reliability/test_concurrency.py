@@ -22,8 +22,17 @@ from harness import HERE, PYTHON, Figures, S3Server, Scale, store_url, subproces
 
 import runstore
 
-RUNS_PER_WRITER = 3
-UPDATES_PER_RUN = 4
+
+@dataclass(frozen=True)
+class Load:
+    """What each writer does: create ``runs`` runs, update each one's state ``updates`` times."""
+
+    runs: int = 3
+    updates: int = 4
+
+
+LOCAL = Load()
+S3_QUICK = Load(runs=1, updates=3)
 
 
 @dataclass(frozen=True)
@@ -69,11 +78,13 @@ def _spawn(*args: str, log: Path) -> subprocess.Popen[str]:
         )
 
 
-def race(mode: str, url: str, writers: int, logs: Path) -> tuple[list[str], Counter[str]]:
+def race(
+    mode: str, url: str, writers: int, logs: Path, load: Load = LOCAL
+) -> tuple[list[str], Counter[str]]:
     """Start the writers and the reader, let them go at once; the claimed ids and what
     the reader saw."""
     logs.mkdir(parents=True, exist_ok=True)
-    args = [str(RUNS_PER_WRITER), str(UPDATES_PER_RUN)]
+    args = [str(load.runs), str(load.updates)]
     procs = [
         _spawn("writer", mode, url, str(n), *args, log=logs / f"writer{n}.log")
         for n in range(writers)
@@ -109,10 +120,12 @@ def naive_final(directory: Path) -> dict[str, tuple[str, int]]:
     return {run_id: (entry.get("status"), entry.get("completed")) for run_id, entry in runs.items()}
 
 
-def publish(figures: Figures, name: str, writers: int, verdict: Verdict) -> None:
+def publish(
+    figures: Figures, name: str, writers: int, verdict: Verdict, load: Load = LOCAL
+) -> None:
     figures.add(f"concurrency.{name}.processes", writers)
     figures.add(f"concurrency.{name}.runs_created", verdict.claimed)
-    figures.add(f"concurrency.{name}.state_updates", verdict.claimed * (UPDATES_PER_RUN + 2))
+    figures.add(f"concurrency.{name}.state_updates", verdict.claimed * (load.updates + 2))
     figures.add(f"concurrency.{name}.reader_passes", verdict.reader_reads)
     figures.add(f"concurrency.{name}.lost_index_entries", verdict.lost_entries)
     figures.add(f"concurrency.{name}.duplicate_run_ids", verdict.duplicates)
@@ -125,9 +138,9 @@ def test_processes_racing_on_a_fresh_local_store_lose_nothing(
 ) -> None:
     writers = scale.local_writers
     claims, reader = race("runstore", str(root), writers, tmp_path / "logs")
-    verdict = judge(claims, runstore_final(str(root)), reader, UPDATES_PER_RUN)
+    verdict = judge(claims, runstore_final(str(root)), reader, LOCAL.updates)
     publish(figures, "local", writers, verdict)
-    assert verdict.claimed == writers * RUNS_PER_WRITER
+    assert verdict.claimed == writers * LOCAL.runs
     assert verdict.clean, (verdict, reader)
     assert verdict.reader_reads > 0
 
@@ -139,9 +152,9 @@ def test_the_checker_catches_a_naive_read_modify_write_index_losing_updates(
     directory = tmp_path / "naive"
     writers = scale.local_writers
     claims, reader = race("naive", str(directory), writers, tmp_path / "logs")
-    verdict = judge(claims, naive_final(directory), reader, UPDATES_PER_RUN)
+    verdict = judge(claims, naive_final(directory), reader, LOCAL.updates)
     publish(figures, "naive_control", writers, verdict)
-    assert verdict.claimed == writers * RUNS_PER_WRITER
+    assert verdict.claimed == writers * LOCAL.runs
     assert not verdict.clean, "the checker must catch the control losing updates"
     assert verdict.lost_entries + verdict.lost_updates + verdict.duplicates > 0
 
@@ -152,9 +165,9 @@ def test_processes_racing_on_one_s3_bucket_lose_nothing(
 ) -> None:
     url = store_url(s3.endpoint, "race")
     runstore.open(url).close()
-    writers = scale.s3_writers
-    claims, reader = race("runstore", url, writers, tmp_path / "logs")
-    verdict = judge(claims, runstore_final(url), reader, UPDATES_PER_RUN)
-    publish(figures, "s3", writers, verdict)
-    assert verdict.claimed == writers * RUNS_PER_WRITER
+    writers, load = scale.s3_writers, LOCAL if scale.long else S3_QUICK
+    claims, reader = race("runstore", url, writers, tmp_path / "logs", load)
+    verdict = judge(claims, runstore_final(url), reader, load.updates)
+    publish(figures, "s3", writers, verdict, load)
+    assert verdict.claimed == writers * load.runs
     assert verdict.clean, (verdict, reader)

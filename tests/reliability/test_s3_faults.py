@@ -253,7 +253,7 @@ def finish_when_back(run: runstore.Run, deadline: float = 120.0) -> None:
 
 
 def test_server_stopped_and_restarted_mid_run_loses_no_acknowledged_record(
-    s3: S3Server, figures: Figures
+    s3: S3Server, scale: Scale, figures: Figures
 ) -> None:
     url = url_for(s3.endpoint, "outage")
     ledger = Ledger()
@@ -264,9 +264,9 @@ def test_server_stopped_and_restarted_mid_run_loses_no_acknowledged_record(
             n = next(seq)
             ledger.attempt(n, lambda n=n: run.append("steps", record(n)))  # type: ignore[misc]
         assert ledger.failed == []
-        for outage in range(3):
+        for outage in range(scale.outages):
             s3.stop()
-            for _ in range(3):
+            for _ in range(2):
                 n = next(seq)
                 started = time.monotonic()
                 ledger.attempt(n, lambda n=n: run.append("steps", record(n)))  # type: ignore[misc]
@@ -281,11 +281,11 @@ def test_server_stopped_and_restarted_mid_run_loses_no_acknowledged_record(
         finish_when_back(run)
         view = store.get_run("run_outage")
         ledger.check([r["seq"] for r in view.read("steps")])
-        assert len(view.artifacts()) == 3
+        assert len(view.artifacts()) == scale.outages
         assert store._portal.call(verify_run(store.aio, "run_outage")) == []
     assert ledger.failed, "the outage must have been seen"
     assert set(ledger.errors) == {"BackendUnavailableError"}
-    figures.add("s3_faults.server_restarts", 3)
+    figures.add("s3_faults.server_restarts", scale.outages)
     figures.add("s3_faults.outage_acknowledged_records", len(ledger.acked))
     figures.add("s3_faults.outage_failed_appends", len(ledger.failed))
 
@@ -293,7 +293,7 @@ def test_server_stopped_and_restarted_mid_run_loses_no_acknowledged_record(
 def test_slow_answers_below_the_timeout_only_slow_the_run_down(
     s3: S3Server, proxy: FaultProxy, figures: Figures
 ) -> None:
-    proxy.policy = lambda n, method, path: Action(DELAY, 0.05 + (n % 5) * 0.05)
+    proxy.policy = lambda n, method, path: Action(DELAY, 0.02 + (n % 5) * 0.03)
     before = proxy.counts["requests"]
     run_script(url_for(proxy.endpoint, "slow"), s3, "slow/", proxy)
     figures.add("s3_faults.slow_requests", proxy.counts["requests"] - before)

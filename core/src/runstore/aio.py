@@ -748,6 +748,9 @@ class AsyncRun:
         # A writer whose state is stale (recover marked the run crashed, another
         # writer took over) must not leave a summary behind: check first.
         stored = await self.store.state_backend.read_state(self.run_id)
+        if stored.revision != self._state.revision and stored == self._unconfirmed:
+            # our own state write raised (or its heartbeat was cancelled) after it landed
+            self._state, self._unconfirmed = stored, None
         if stored.revision != self._state.revision:
             raise ConflictError(
                 f"run {self.run_id!r} was updated by another writer (revision "
