@@ -42,3 +42,18 @@ def s3(s3_server: S3Server) -> S3Server:
     s3_server.reset()
     s3_server.create_bucket()
     return s3_server
+
+
+@pytest.fixture
+def serial_s3(s3: S3Server) -> Iterator[S3Server]:
+    """A second endpoint on the same (reset) data that answers one request at a time.
+
+    moto's threaded server does not make concurrent conditional writes of one
+    key atomic (S3 does); tests of concurrent writers use this one.
+    """
+    server = S3Server(serial=True, bucket=s3.bucket)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -152,7 +152,8 @@ def test_a_second_process_lists_and_reads_the_run(s3: S3Server, store: runstore.
 # -- many writers -------------------------------------------------------------------
 
 
-def test_eight_processes_creating_runs_lose_none_and_duplicate_none(s3: S3Server) -> None:
+def test_eight_processes_creating_runs_lose_none_and_duplicate_none(serial_s3: S3Server) -> None:
+    s3 = serial_s3
     start_at = time.time() + 3  # every process imports first, then they start together
     code = """
         import json, sys, time, runstore
@@ -160,7 +161,7 @@ def test_eight_processes_creating_runs_lose_none_and_duplicate_none(s3: S3Server
         with runstore.open(url, heartbeat_interval=0) as store:
             time.sleep(max(0.0, start_at - time.time()))
             ids = []
-            for _ in range(4):
+            for _ in range(3):
                 with store.create_run(sut_name="load") as run:
                     run.append("steps", {"writer": sys.argv[3]})
                 ids.append(run.run_id)
@@ -185,14 +186,14 @@ def test_eight_processes_creating_runs_lose_none_and_duplicate_none(s3: S3Server
     for process, (out, err) in zip(processes, outputs, strict=True):
         assert process.returncode == 0, err
         claimed += json.loads(out)
-    assert len(claimed) == 32
-    assert len(set(claimed)) == 32  # no id claimed twice
+    assert len(claimed) == 24
+    assert len(set(claimed)) == 24  # no id claimed twice
     with runstore.open(s3.url("runs")) as store:
         listed = store.list_runs()
         assert sorted(r.run_id for r in listed) == sorted(claimed)  # no index entry lost
         assert {r.status for r in listed} == {"succeeded"}
         numbers = sorted(int(r.rsplit("_", 1)[1]) for r in claimed)
-        assert numbers == list(range(1, 33))
+        assert numbers == list(range(1, 25))
 
 
 def test_two_writers_on_one_stream_conflict_instead_of_interleaving(

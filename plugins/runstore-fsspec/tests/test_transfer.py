@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import pytest
 
 import runstore
@@ -190,4 +191,9 @@ def test_async_stores_copy_on_the_callers_loop() -> None:
             records = [r async for r in view.read("steps")]
             return [report.copied, records, await view.read_artifact("a.txt", verify=True)]
 
-    assert asyncio.run(scenario()) == [["run_async"], [{"n": 1}], b"hello"]
+    try:
+        assert asyncio.run(scenario()) == [["run_async"], [{"n": 1}], b"hello"]
+    finally:
+        memory = fsspec.filesystem("memory")
+        if memory.exists(f"/{target.rsplit('/', 1)[-1]}"):
+            memory.rm(f"/{target.rsplit('/', 1)[-1]}", recursive=True)

@@ -7,11 +7,18 @@
 It serves real S3 over HTTP (conditional writes included), can be stopped
 and started again on the same port to simulate an outage, and keeps its data
 across such a restart (``reset`` wipes it).
+
+moto checks a condition (``If-None-Match: *``) and stores the object in two
+steps, so its threaded server can let two *concurrent* conditional writes of
+one key both succeed, which S3 never does. ``S3Server(serial=True)`` answers
+one request at a time, which makes every conditional write atomic as on S3:
+use it for tests of concurrent writers.
 """
 
 from __future__ import annotations
 
 import socket
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -35,6 +42,8 @@ class S3Server:
     host: str = "127.0.0.1"
     port: int = 0
     bucket: str = "runstore-test"
+    serial: bool = False
+    """One request at a time (conditional writes atomic under concurrency), else threaded."""
     server: Any = field(default=None, repr=False)
 
     @property
@@ -53,7 +62,10 @@ class S3Server:
     def start(self) -> None:
         from moto.server import ThreadedMotoServer
 
-        self.server = ThreadedMotoServer(ip_address=self.host, port=self.port, verbose=False)
+        if self.serial:
+            self.server = _SerialMotoServer(self.host, self.port)
+        else:
+            self.server = ThreadedMotoServer(ip_address=self.host, port=self.port, verbose=False)
         self.server.start()
         self.port = int(self.server.get_host_and_port()[1])
         deadline = time.monotonic() + 10
@@ -97,3 +109,35 @@ class S3Server:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix)
             for item in page.get("Contents", ())
         )
+
+
+class _SerialMotoServer:
+    """moto's WSGI app on a single-threaded werkzeug server, one connection per request."""
+
+    def __init__(self, host: str, port: int) -> None:
+        from moto.moto_server.werkzeug_app import (
+            DomainDispatcherApplication,
+            MotoRequestHandler,
+            create_backend_app,
+        )
+        from werkzeug.serving import make_server
+
+        class OneAtATime(MotoRequestHandler):
+            # no keep-alive: an idle connection would block every other client
+            protocol_version = "HTTP/1.0"
+
+        app = DomainDispatcherApplication(create_backend_app)
+        self._server = make_server(host, port, app, threaded=False, request_handler=OneAtATime)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def get_host_and_port(self) -> tuple[str, int]:
+        host, port = self._server.server_address[:2]
+        return str(host), int(port)
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
