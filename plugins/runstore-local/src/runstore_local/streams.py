@@ -186,7 +186,10 @@ class LocalStreamWriter(StreamWriter):
             else:
                 self._waiters.append((target, waiter))
         if self._waiters:
-            self._start_sync(loop)
+            # One loop turn later: the producers just acknowledged run first
+            # (their wake-ups are already queued), write their next record and
+            # join this sync instead of waiting for the one after it.
+            loop.call_soon(self._start_sync, loop)
         else:
             self._syncing = False
 
