@@ -890,6 +890,7 @@ def _s3_objects(cls: type[Any], target: Target, options: dict[str, Any], **kw: i
     )
     config.setdefault("connect_timeout", client.get("connect_timeout", 10.0))
     config.setdefault("read_timeout", client.get("read_timeout", 60.0))
+    config.setdefault("max_pool_connections", 32)  # index reads and multipart parts in parallel
     if "region" in client:
         options["client_kwargs"] = {
             **(options.get("client_kwargs") or {}),
