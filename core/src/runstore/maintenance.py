@@ -70,9 +70,11 @@ async def recover_runs(
 
     A run is dead when it is ``created`` or ``running`` and its heartbeat is
     older than ``stale_after``. Its summary is rebuilt from the stored
-    streams. Idempotent: a second call finds nothing to do. A writer that
-    comes back in between wins (its state write makes ours a conflict, and
-    the run is reported ``alive``).
+    streams. A run the index still lists as live although it finished (its
+    writer died between the two writes) gets its index entry brought up to
+    date. Idempotent: a second call finds nothing to do. A writer that comes
+    back in between wins (its state write makes ours a conflict, and the run
+    is reported ``alive``).
     """
     now = now or utcnow()
     if run_ids is None:
@@ -85,7 +87,15 @@ async def recover_runs(
         view = await store.get_run(run_id)
         state = view.state
         if state.status not in ("created", "running"):
-            results.append(Recovery(run_id, "skipped", reason=f"run is {state.status}"))
+            reason = f"run is {state.status}"
+            if run_ids is None and not dry_run:
+                # Listed as live, stored as finished: its writer died between writing
+                # state.json and the index entry. Rewriting the state re-indexes it.
+                lagging = AsyncRun(store, view.manifest, state)
+                store._live.discard(lagging)
+                await lagging._write_state(notify=False, summary=view.summary)
+                reason += "; its index entry, left behind by a crash, is brought up to date"
+            results.append(Recovery(run_id, "skipped", reason=reason))
             continue
         beat = state.heartbeat_at or state.updated_at
         if now - beat < stale_after:
