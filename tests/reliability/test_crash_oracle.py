@@ -56,7 +56,7 @@ from harness import (
 )
 
 import runstore
-from runstore.maintenance import verify_run
+from runstore.maintenance import recover_runs, verify_run
 
 ACK_TIMEOUT = 120.0
 
@@ -157,14 +157,21 @@ class ForkServer:
 
 
 def run_writer(
-    server: ForkServer, oracle: Oracle, *, seed: int, durability: str, kill: tuple[str, float]
+    server: ForkServer,
+    oracle: Oracle,
+    *,
+    seed: int,
+    durability: str,
+    kill: tuple[str, float],
+    final_actions: int = 100,
 ) -> bool:
     """One trial: fork a writer, kill it per ``kill`` (or let it end), reap it.
 
     Returns whether it was killed (``False``: it ended before the kill point).
     """
     finish = kill[0] == "never"
-    server.send(f"fork {seed} {100 if finish else 1_000_000} {durability} {int(finish)}")
+    actions = final_actions if finish else 1_000_000
+    server.send(f"fork {seed} {actions} {durability} {int(finish)}")
     pid: int | None = None
     acks = 0
     started = time.monotonic()
@@ -267,8 +274,20 @@ def check_run(store: runstore.Store, oracle: Oracle, run_id: str, check: Check) 
         assert status in ("created", "running"), f"{run_id}: {status}"
 
 
+# A kill between writing state.json and the run's index entry leaves the index one
+# write behind; runstore recover brings it up to date.
+ONE_WRITE_BEHIND = {("created", "running"), ("running", "succeeded")}
+
+
 def check_store(
-    url: str, oracle: Oracle, run_ids: set[str] | None, walk: Walk, figures: Figures, prefix: str
+    url: str,
+    oracle: Oracle,
+    run_ids: set[str] | None,
+    walk: Walk,
+    figures: Figures,
+    prefix: str,
+    *,
+    index_lag: bool = True,
 ) -> Check:
     check = Check()
     with runstore.open(url, heartbeat_interval=0) as store:
@@ -278,7 +297,10 @@ def check_store(
         for run_id in sorted((set(listed) if run_ids is None else run_ids) | unacknowledged):
             check_run(store, oracle, run_id, check)
             state = store.get_run(run_id).state
-            assert listed[run_id].status == state.status, f"{run_id}: index lags state.json"
+            statuses = (listed[run_id].status, state.status)
+            if statuses[0] != statuses[1]:
+                assert index_lag and statuses in ONE_WRITE_BEHIND, f"{run_id}: index {statuses}"
+                figures.add("crash.index_one_write_behind_after_a_kill")
     assert check.surplus <= 1, f"{check.surplus} unacknowledged operations survived one kill"
     assert walk.problems == [], walk.problems
     for name, torn in check.torn.items():  # the reader reports what is really there
@@ -332,8 +354,17 @@ def crash_trials(
             kills += killed
             live = {r for r, m in oracle.runs.items() if not m.finished}
             check_store(url, oracle, oracle.touched | live, walk(), figures, prefix)
-        run_writer(server, oracle, seed=trials, durability=durabilities[0], kill=("never", 0))
-        final = check_store(url, oracle, None, walk(), figures, prefix)
+        run_writer(
+            server,
+            oracle,
+            seed=trials,
+            durability=durabilities[0],
+            kill=("never", 0),
+            final_actions=100 if s3 is None else 30,
+        )
+        with runstore.open(url, heartbeat_interval=0) as store:  # what an operator runs
+            store._portal.call(recover_runs(store.aio))
+        final = check_store(url, oracle, None, walk(), figures, prefix, index_lag=False)
         assert final.torn == {}, f"torn tails the writers left: {final.torn}"
         assert all(m.finished for m in oracle.runs.values())
         with runstore.open(url, heartbeat_interval=0) as store:

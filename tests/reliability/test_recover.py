@@ -14,8 +14,10 @@ one's heartbeat has expired, ``runstore recover`` (the CLI, ``--json``):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
+import sqlite3
 import subprocess
 import textwrap
 import time
@@ -29,7 +31,7 @@ from harness import BUCKET, PYTHON, Figures, S3Server, snapshot, store_url, subp
 
 import runstore
 from runstore.layout import parse_segment_name, segment_path
-from runstore.maintenance import verify_run
+from runstore.maintenance import recover_runs, verify_run
 
 STALE = 3.0
 TORN = b'{"n": 999, "instance_id": "torn", "status": "pas'
@@ -187,3 +189,28 @@ def test_recover_marks_the_dead_run_crashed_repairs_it_and_changes_nothing_twice
     figures.add("recover.runs_killed", 1)
     figures.add("recover.runs_marked_crashed", 1)
     figures.add("recover.live_runs_left_alone", 1)
+
+
+def test_recover_brings_an_index_entry_a_crash_left_behind_up_to_date(
+    root: Path, figures: Figures
+) -> None:
+    with (
+        runstore.open(str(root), heartbeat_interval=0) as store,
+        store.create_run(run_id="run_done") as run,
+    ):
+        run.append("steps", {"n": 0})
+    # what a kill between replacing state.json and updating the index leaves behind
+    index = sqlite3.connect(root / ".runstore" / "index.sqlite3")
+    with contextlib.closing(index), index:
+        index.execute(
+            "UPDATE runs SET status = 'running', "
+            "record = CAST(json_set(CAST(record AS TEXT), '$.status', 'running') AS BLOB)"
+        )
+    with runstore.open(str(root), heartbeat_interval=0) as store:
+        assert [r.status for r in store.list_runs()] == ["running"]
+        (result,) = store._portal.call(recover_runs(store.aio))
+        assert (result.run_id, result.action) == ("run_done", "skipped")
+        assert [r.status for r in store.list_runs()] == ["succeeded"]
+        assert store._portal.call(recover_runs(store.aio)) == []
+        assert store.get_run("run_done").state.status == "succeeded"
+    figures.add("recover.lagging_index_entries_refreshed", 1)
