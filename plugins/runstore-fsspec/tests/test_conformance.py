@@ -25,6 +25,9 @@ def test_plugin_registers_the_fsspec_backend_as_fallback() -> None:
     assert "s3" in spec.schemes
     assert "file" not in spec.schemes
     assert "memory" not in spec.schemes
+    assert spec.accepts is not None
+    assert spec.accepts("gs")  # known to fsspec, even without gcsfs installed
+    assert not spec.accepts("nosuch")
 
 
 class TestS3(StoreConformance):
