@@ -15,6 +15,13 @@ PYTHON = "3.11"
 TEST_DEPS = ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100"]
 
 
+def _install_dev(session: nox.Session) -> None:
+    # The venv's bundled pip cannot resolve s3fs/aiobotocore/fsspec together;
+    # a current pip can (the Makefile upgrades it the same way).
+    session.install("--upgrade", "pip")
+    session.install("-r", "requirements-dev.txt")
+
+
 @nox.session(python=PYTHON)
 def core(session: nox.Session) -> None:
     """The core package alone: its tests against the memory backend."""
@@ -46,7 +53,7 @@ def fsspec(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def integration(session: nox.Session) -> None:
     """Cross-package tests: discovery, config selection, CLI, crash and fault tests."""
-    session.install("-r", "requirements-dev.txt")
+    _install_dev(session)
     session.run("pytest", "tests", *session.posargs)
 
 
@@ -56,7 +63,7 @@ def reliability(session: nox.Session) -> None:
     suites (docs/reliability.md). Without arguments: the quick subset ``make test`` runs.
     The long form: ``nox -s reliability -- --trials 500 --figures reliability.json``.
     """
-    session.install("-r", "requirements-dev.txt")
+    _install_dev(session)
     session.run("pytest", "tests/reliability", *session.posargs)
 
 
@@ -69,14 +76,14 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
-    session.install("-r", "requirements-dev.txt")
+    _install_dev(session)
     session.run("make", "typecheck", external=True)
 
 
 @nox.session(python=PYTHON)
 def docs(session: nox.Session) -> None:
     """The documentation site, built strictly into site/, and its tests (examples run)."""
-    session.install("-r", "requirements-dev.txt")
+    _install_dev(session)
     env = {"NO_MKDOCS_2_WARNING": "1"}
     session.run("mkdocs", "build", "--strict", "--site-dir", "site", env=env)
     session.run("pytest", "tests/test_docs.py", *session.posargs, env=env)
