@@ -23,6 +23,7 @@ PLANTED_MODULE = """
 from __future__ import annotations
 
 import itertools
+import uuid
 
 import pytest
 from hypothesis import Phase
@@ -51,10 +52,13 @@ class Registers:
 
 
 stores = itertools.count()
+# Named memory stores live while anything references them, and pytester runs
+# in this process: a prefix per inner run keeps runs of the kit apart.
+prefix = uuid.uuid4().hex
 
 
 def open_store() -> runstore.Store:
-    return runstore.open(f"planted://store-{{next(stores)}}", plugins=[Registers()])
+    return runstore.open(f"planted://{{prefix}}-{{next(stores)}}", plugins=[Registers()])
 
 
 class TestPlanted(StoreConformance):
