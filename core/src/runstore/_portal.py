@@ -7,6 +7,7 @@ chunk) cross into it; the append hot path never does.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import Any, TypeVar
@@ -44,7 +45,15 @@ class Portal:
         if threading.current_thread() is self._thread:
             coro.close()
             raise RuntimeError("runstore's sync API cannot be called from its own event loop")
-        return asyncio.run_coroutine_threadsafe(coro, loop).result()
+        future = asyncio.run_coroutine_threadsafe(coro, loop)
+        try:
+            return future.result()
+        except BaseException:
+            # Interrupted while waiting (Ctrl-C): stop the work on the loop too,
+            # and wait for it to settle so nothing runs on behind the caller.
+            if future.cancel():
+                concurrent.futures.wait([future], timeout=5)
+            raise
 
     def iterate(self, agen: AsyncIterator[T]) -> Iterator[T]:
         """Iterate an async iterator from sync code, one portal hop per item."""
@@ -57,7 +66,10 @@ class Portal:
         finally:
             aclose = getattr(agen, "aclose", None)
             if aclose is not None and self._loop is not None and self._loop.is_running():
-                self.call(aclose())
+                try:
+                    self.call(aclose())
+                except RuntimeError:
+                    pass  # still running a cancelled step; the loop finishes it
 
     def close(self) -> None:
         with self._lock:
