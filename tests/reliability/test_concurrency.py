@@ -43,6 +43,7 @@ class Verdict:
     lost_updates: int
     reader_errors: int
     reader_reads: int
+    reader_runs_read: int
 
     @property
     def clean(self) -> bool:
@@ -63,6 +64,7 @@ def judge(
         ),
         reader_errors=reader["errors"],
         reader_reads=reader["reads"],
+        reader_runs_read=reader["runs_read"],
     )
 
 
@@ -127,6 +129,7 @@ def publish(
     figures.add(f"concurrency.{name}.runs_created", verdict.claimed)
     figures.add(f"concurrency.{name}.state_updates", verdict.claimed * (load.updates + 2))
     figures.add(f"concurrency.{name}.reader_passes", verdict.reader_reads)
+    figures.add(f"concurrency.{name}.reader_runs_read", verdict.reader_runs_read)
     figures.add(f"concurrency.{name}.lost_index_entries", verdict.lost_entries)
     figures.add(f"concurrency.{name}.duplicate_run_ids", verdict.duplicates)
     figures.add(f"concurrency.{name}.lost_state_updates", verdict.lost_updates)

@@ -113,7 +113,8 @@ class ForkServer:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.log,
-            env=subprocess_env(),
+            # the local writer needs no other plugin: one being edited cannot break it
+            env=subprocess_env() if s3 else subprocess_env(RUNSTORE_DISABLE_PLUGINS="fsspec"),
             text=True,
             bufsize=1,
         )
