@@ -24,7 +24,7 @@ from pathlib import Path
 from _harness import Row, parser, run_main
 
 import runstore
-from runstore.models import RunManifest, RunRecord, RunState, utcnow
+from runstore.model.run import RunManifest, RunRecord, RunState, utcnow
 from runstore_local.backend import LocalBackend
 
 STATUSES: tuple[str, ...] = ("succeeded", "failed", "crashed", "cancelled")

@@ -35,7 +35,7 @@ from typing import Any
 from _harness import Row, interleaved, parser, run_main
 
 import runstore
-from runstore.models import RunManifest, RunRecord, RunState, utcnow
+from runstore.model.run import RunManifest, RunRecord, RunState, utcnow
 from runstore_fsspec.backend import FsspecBackend
 from runstore_fsspec.testing import DUMMY_CREDENTIALS
 
@@ -87,7 +87,7 @@ def count_requests(store: runstore.Store) -> Counter[str]:
         client = await backend.objects._s3()  # type: ignore[attr-defined]
         client.meta.events.register("before-send.s3", record)
 
-    store._portal.call(register())
+    store.portal.call(register())
     return counts
 
 
@@ -197,7 +197,7 @@ def bench_listing(endpoint: str, runs: int) -> list[Row]:
             await asyncio.gather(*(one(n) for n in range(runs)))
 
         start = time.perf_counter()
-        store._portal.call(populate())
+        store.portal.call(populate())
         print(
             f"{runs} index objects written in {time.perf_counter() - start:.1f} s", file=sys.stderr
         )

@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 from click.testing import CliRunner
 
-from runstore.cli import cli
+from runstore.cli.app import cli
 
 OUT = Path(__file__).with_name("cli.md")
 WIDTH = 100

@@ -19,8 +19,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 import runstore
-from runstore.cli import cli
-from runstore.models import RunStatus
+from runstore.cli.app import cli
+from runstore.model.run import RunStatus
 from runstore_fsspec.testing import DUMMY_CREDENTIALS, S3Server
 
 _prefixes = itertools.count()

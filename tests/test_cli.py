@@ -24,9 +24,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 import runstore
-from runstore import cli as cli_module
-from runstore.cli import cli
-from runstore.demo import run_demo
+from runstore.cli import app as cli_module
+from runstore.cli.app import cli
+from runstore.cli.demo import run_demo
 
 Invoke = Callable[..., Result]
 
@@ -593,7 +593,7 @@ def test_every_command_has_help_with_an_example(command: str) -> None:
 def test_a_lazy_command_is_imported_only_when_run(
     monkeypatch: pytest.MonkeyPatch, on_demo: Invoke
 ) -> None:
-    monkeypatch.setitem(cli_module.LAZY_COMMANDS, "inspect", "runstore.cli:show")
+    monkeypatch.setitem(cli_module.LAZY_COMMANDS, "inspect", "runstore.cli.app:show")
     assert "inspect" in CliRunner().invoke(cli, ["--help"]).stdout
     assert _json(on_demo("inspect", DEMO_RUN, "--json"))["run_id"] == DEMO_RUN
 

@@ -13,7 +13,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from runstore.cli import cli
+from runstore.cli.app import cli
 
 REPO = Path(__file__).resolve().parents[1]
 COMMANDS = cli.list_commands(click.Context(cli))

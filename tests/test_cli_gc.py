@@ -12,7 +12,7 @@ import pytest
 from click.testing import Result
 
 import runstore
-from runstore.errors import InvalidInputError
+from runstore.model.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from conftest import CliStore
@@ -227,12 +227,12 @@ def test_a_pinned_run_keeps_its_expired_logs(local_store: CliStore, small_runs: 
 
 
 def test_log_references_carry_their_retention(local_store: CliStore, small_runs: Runs) -> None:
-    from runstore.retention import log_refs
+    from runstore.ops.retention import log_refs
 
     small_runs(local_store, "run_a", log_retention={"logs": 7})
     with runstore.open(local_store.url) as store:
         view = store.get_run("run_a")
-        refs = {ref.stream: ref for ref in store._portal.call(log_refs(view.aio))}
+        refs = {ref.stream: ref for ref in store.portal.call(log_refs(view.aio))}
     assert set(refs) == {"assertions", "instances", "logs", "steps"}
     assert refs["logs"].retention_days == 7
     assert refs["logs"].record_count == 1

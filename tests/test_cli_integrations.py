@@ -22,9 +22,9 @@ from click.testing import CliRunner, Result
 import runstore
 import runstore.replay
 import runstore.streams
-from runstore.cli import cli
-from runstore.demo import run_demo
-from runstore.plugins import Plugins
+from runstore.cli.app import cli
+from runstore.cli.demo import run_demo
+from runstore.registry.plugins import Plugins
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -88,7 +88,12 @@ def test_schema_out_writes_one_file_per_schema(tmp_path: Path) -> None:
 
 def test_schema_of_a_user_model(tmp_path: Path) -> None:
     result = _invoke(
-        "schema", "phase_outputs", "--model", "runstore.models:ArtifactRef", "--out", str(tmp_path)
+        "schema",
+        "phase_outputs",
+        "--model",
+        "runstore.model.run:ArtifactRef",
+        "--out",
+        str(tmp_path),
     )
     assert result.exit_code == 0, result.output
     exported = json.loads((tmp_path / "phase_outputs.schema.json").read_text())
@@ -102,7 +107,7 @@ def test_schema_of_a_user_model(tmp_path: Path) -> None:
         (["schema", "nope"], "runstore defines: instances, steps"),
         (["schema", "--model", "no_colon"], "MODULE:CLASS"),
         (["schema", "--model", "runstore.nowhere:X"], "cannot import"),
-        (["schema", "--model", "runstore.models:utcnow"], "not a pydantic model"),
+        (["schema", "--model", "runstore.model.run:utcnow"], "not a pydantic model"),
     ],
 )
 def test_schema_errors_are_one_line_and_exit_1(args: list[str], says: str) -> None:

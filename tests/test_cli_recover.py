@@ -32,7 +32,7 @@ def _abandon(store: CliStore, run_id: str) -> None:
         run.append("instances", {"instance_id": "i2", "status": "failed"})
         run.put_artifact("i1/out.json", b"{}")
         run.flush()
-        opened._portal.call(run.aio._release())  # as if the process died: nothing finished
+        opened.portal.call(run.aio.core.release())  # as if the process died: nothing finished
 
 
 def _actions(result: Result) -> dict[str, str]:

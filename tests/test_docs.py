@@ -162,10 +162,11 @@ def test_hook_is_documented(name: str, args: list[str], firstresult: bool) -> No
     heading = f"### {signature} {{ #{name} }}"
     assert heading in text.splitlines(), (
         f"docs/hooks.md does not document {signature}: add a section headed\n"
-        f"{heading}\n\n::: runstore.hookspecs.{name}\n    options:\n      show_root_heading: false"
+        f"{heading}\n\n::: runstore.spi.hookspecs.{name}\n"
+        "    options:\n      show_root_heading: false"
     )
     section = text.split(heading, 1)[1].split("\n### ", 1)[0]
-    assert f"::: runstore.hookspecs.{name}\n" in section, (
+    assert f"::: runstore.spi.hookspecs.{name}\n" in section, (
         f"the {name} section of docs/hooks.md must render its hookspec docstring"
     )
     table_row = next((r for r in text.splitlines() if r.startswith(f"| [`{name}`]")), None)

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 import runstore
-from runstore.maintenance import diff_runs, recover_runs, verify_run
-from runstore.models import utcnow
+from runstore.model.run import utcnow
+from runstore.ops.maintenance import diff_runs, recover_runs, verify_run
 
 
 @pytest.fixture
@@ -31,11 +31,11 @@ def _abandon(store: runstore.Store, run_id: str, records: int = 3) -> None:
     for n in range(records):
         run.append("instances", {"instance_id": f"i{n}", "status": "passed" if n % 2 else "failed"})
     run.put_artifact("i0/out.json", b"{}")
-    store._portal.call(run.aio._release())  # as if its process died: streams unlocked
+    store.portal.call(run.aio.core.release())  # as if its process died: streams unlocked
 
 
 def _recover(store: runstore.Store, **kwargs: object) -> list[object]:
-    return list(store._portal.call(recover_runs(store.aio, **kwargs)))  # type: ignore[arg-type]
+    return list(store.portal.call(recover_runs(store.aio, **kwargs)))  # type: ignore[arg-type]
 
 
 def test_recover_marks_dead_runs_crashed_and_rebuilds_their_summary(store: runstore.Store) -> None:
@@ -74,7 +74,7 @@ def test_recover_repairs_torn_tails(store: runstore.Store, root: Path) -> None:
     with runstore.open(str(root)) as again:
         (result,) = _recover(again, now=utcnow() + timedelta(hours=1))
         assert result.torn_bytes == {"instances": 26}  # type: ignore[attr-defined]
-        assert again._portal.call(verify_run(again.aio, "run_torn")) == []
+        assert again.portal.call(verify_run(again.aio, "run_torn")) == []
     assert (root / "run_torn" / "instances.jsonl").read_bytes().endswith(b"}\n")
 
 
@@ -89,14 +89,14 @@ def test_verify_finds_nothing_wrong_in_a_clean_run(store: runstore.Store) -> Non
     with store.create_run(run_id="run_ok") as run:
         run.append("instances", {"instance_id": "i1", "status": "passed"})
         run.put_artifact("i1/a.json", b"{}")
-    assert store._portal.call(verify_run(store.aio, "run_ok")) == []
+    assert store.portal.call(verify_run(store.aio, "run_ok")) == []
 
 
 def test_verify_reports_a_tampered_artifact(store: runstore.Store, root: Path) -> None:
     with store.create_run(run_id="run_t") as run:
         run.put_artifact("i1/a.json", b"{}")
     (root / "run_t" / "artifacts" / "i1" / "a.json").write_bytes(b"[]")
-    (problem,) = store._portal.call(verify_run(store.aio, "run_t"))
+    (problem,) = store.portal.call(verify_run(store.aio, "run_t"))
     assert problem.where == "artifacts/i1/a.json"
     assert "sha256" in problem.message
 
@@ -108,7 +108,7 @@ def test_verify_reports_a_corrupt_line_with_its_number(store: runstore.Store, ro
     path = root / "run_c" / "steps.jsonl"
     lines = path.read_bytes().splitlines(keepends=True)
     path.write_bytes(lines[0] + b"{not json}\n" + lines[2])
-    problems = store._portal.call(verify_run(store.aio, "run_c"))
+    problems = store.portal.call(verify_run(store.aio, "run_c"))
     assert any("line 2" in p.message for p in problems)
 
 
@@ -117,7 +117,7 @@ def test_verify_reports_summary_out_of_step_with_streams(store: runstore.Store, 
         run.append("steps", {"n": 1})
     with (root / "run_s" / "steps.jsonl").open("ab") as handle:
         handle.write(b'{"n": 2}\n')
-    problems = store._portal.call(verify_run(store.aio, "run_s"))
+    problems = store.portal.call(verify_run(store.aio, "run_s"))
     assert [p.where for p in problems] == ["summary.json"]
 
 
@@ -132,12 +132,12 @@ def _seeded(store: runstore.Store, run_id: str, seed: int) -> runstore.RunView:
 
 def test_diff_of_two_same_seed_runs_is_empty(store: runstore.Store) -> None:
     a, b = _seeded(store, "run_a", 3), _seeded(store, "run_b", 3)
-    assert store._portal.call(diff_runs(a.aio, b.aio)) == []
+    assert store.portal.call(diff_runs(a.aio, b.aio)) == []
 
 
 def test_diff_names_differing_records_and_artifacts(store: runstore.Store) -> None:
     a, b = _seeded(store, "run_a", 3), _seeded(store, "run_b", 4)
-    wheres = [d.where for d in store._portal.call(diff_runs(a.aio, b.aio))]
+    wheres = [d.where for d in store.portal.call(diff_runs(a.aio, b.aio))]
     assert "manifest.json" in wheres
     assert "steps.jsonl line 2" in wheres
     assert "artifacts/out.json" in wheres

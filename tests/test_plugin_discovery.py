@@ -138,7 +138,7 @@ def test_installed_plugin_backend_opens_from_its_scheme(installed: dict[str, Pat
 def test_installed_plugin_is_listed_by_its_entry_point_name(installed: dict[str, Path]) -> None:
     outcome = _run(
         """
-        from runstore.plugins import Plugins
+        from runstore.registry.plugins import Plugins
         plugins = Plugins()
         spec = plugins.backends()["demo"]
         result = [plugins.names(), plugins.distribution_of("demo"), list(spec.schemes)]
@@ -173,7 +173,7 @@ def test_installed_plugin_backend_can_be_forced_by_name(installed: dict[str, Pat
 def test_disabled_plugin_scheme_is_backend_not_found(installed: dict[str, Path]) -> None:
     outcome = _run(
         """
-        from runstore.plugins import Plugins
+        from runstore.registry.plugins import Plugins
         result = Plugins().names()
         runstore.open("demo://x")
         """,

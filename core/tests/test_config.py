@@ -12,10 +12,15 @@ from pathlib import Path
 import pytest
 
 import runstore
-from runstore.backends import BackendSpec, Target
-from runstore.config import DEFAULT_STORE, default_store_url, parse_target
-from runstore.errors import BackendNotFoundError, InvalidInputError, NotFoundError, UnsupportedError
-from runstore.memory import MemoryBackend
+from runstore.model.errors import (
+    BackendNotFoundError,
+    InvalidInputError,
+    NotFoundError,
+    UnsupportedError,
+)
+from runstore.registry.config import DEFAULT_STORE, default_store_url, parse_target
+from runstore.spi.backends import BackendSpec, Target
+from runstore.spi.memory import MemoryBackend
 
 _names = itertools.count()
 

@@ -29,7 +29,7 @@ import pytest
 from hypothesis import Phase
 
 import runstore
-from runstore.memory import MemoryBackend
+from runstore.spi.memory import MemoryBackend
 from runstore.testing import StoreConformance, state_machine_settings
 
 

@@ -8,7 +8,7 @@ import pytest
 
 import runstore
 from runstore import errors
-from runstore.errors import RunstoreError
+from runstore.model.errors import RunstoreError
 
 # (class, documented code, builtin a caller may catch instead)
 DOCUMENTED: list[tuple[type[RunstoreError], str, type[BaseException] | None]] = [

@@ -15,10 +15,10 @@ import pytest
 
 import runstore
 import runstore.logging
-from runstore.backends import BackendSpec, Durability, StreamWriter, Target
-from runstore.errors import InvalidInputError
-from runstore.memory import MemoryBackend
-from runstore.models import ArtifactRef, RunState
+from runstore.model.errors import InvalidInputError
+from runstore.model.run import ArtifactRef, RunState
+from runstore.spi.backends import BackendSpec, Durability, StreamWriter, Target
+from runstore.spi.memory import MemoryBackend
 
 _names = itertools.count()
 

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 import runstore
-from runstore.backends import Capabilities
+from runstore.spi.backends import Capabilities
 from runstore.testing import StoreConformance
 
 _names = itertools.count()

@@ -8,8 +8,7 @@ from typing import get_args
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from runstore import layout
-from runstore.models import (
+from runstore.model.run import (
     TERMINAL_STATUSES,
     ArtifactKind,
     ArtifactRef,
@@ -21,6 +20,7 @@ from runstore.models import (
     RunSummary,
     utcnow,
 )
+from runstore.spi import layout
 
 T0 = datetime(2024, 1, 15, 9, 30, tzinfo=UTC)
 T1 = T0 + timedelta(seconds=90, microseconds=123456)

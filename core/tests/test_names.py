@@ -8,8 +8,8 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from runstore.errors import InvalidInputError
-from runstore.names import (
+from runstore.model.errors import InvalidInputError
+from runstore.model.names import (
     MAX_ARTIFACT_COMPONENTS,
     MAX_ARTIFACT_NAME_BYTES,
     MAX_COMPONENT_BYTES,

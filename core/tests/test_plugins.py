@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import inspect
 import itertools
 import logging
@@ -14,11 +15,11 @@ import pytest
 
 import runstore
 from runstore import hookspecs
-from runstore.backends import BackendSpec, Target
-from runstore.errors import BackendNotFoundError, PluginError
-from runstore.memory import MemoryBackend
-from runstore.models import ArtifactRef, RunManifest, RunState, RunSummary
-from runstore.plugins import Plugins
+from runstore.model.errors import BackendNotFoundError, PluginError
+from runstore.model.run import ArtifactRef, RunManifest, RunState, RunSummary
+from runstore.registry.plugins import Plugins, rescan_entry_points
+from runstore.spi.backends import BackendSpec, Target
+from runstore.spi.memory import MemoryBackend
 
 _names = itertools.count()
 
@@ -388,3 +389,47 @@ def test_every_hookspec_documents_each_parameter_and_its_version(
     assert ".. versionadded::" in doc
     prose = " ".join(doc.split())
     assert "Every implementation is called" in prose or "Stops at first non-None result" in prose
+
+
+# -- discovery cost and pluggy's own tooling -------------------------------------------
+
+
+def test_entry_points_are_scanned_once_per_process(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scans = 0
+    real = importlib.metadata.entry_points
+
+    def counting(**kwargs: Any) -> Any:
+        nonlocal scans
+        scans += 1
+        return real(**kwargs)
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", counting)
+    rescan_entry_points()
+    try:
+        for _ in range(3):
+            runstore.open(url).close()
+    finally:
+        rescan_entry_points()
+    assert scans == 1
+
+
+def test_each_store_still_gets_its_own_plugin_manager(url: str) -> None:
+    recorder = Recorder()
+    with runstore.open(url, plugins=[recorder]) as watched, runstore.open(url) as other:
+        assert watched.aio.plugins.manager is not other.aio.plugins.manager
+        other.create_run(run_id="run_other").finish()
+    assert recorder.events == []
+
+
+def test_observer_events_go_through_pluggy_so_hook_monitoring_sees_them(url: str) -> None:
+    seen: list[str] = []
+    with runstore.open(url, plugins=[Recorder()]) as store:
+        store.aio.plugins.manager.add_hookcall_monitoring(
+            before=lambda name, _impls, _kwargs: seen.append(name),
+            after=lambda _outcome, _name, _impls, _kwargs: None,
+        )
+        store.create_run(run_id="run_watched").finish()
+    assert "runstore_run_created" in seen
+    assert "runstore_run_finished" in seen

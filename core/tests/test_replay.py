@@ -13,9 +13,9 @@ import pytest
 
 import runstore
 import runstore.replay
-from runstore.backends import BackendSpec, Target
-from runstore.errors import AlreadyExistsError, CorruptError, InvalidInputError, NotFoundError
-from runstore.memory import MemoryBackend
+from runstore.model.errors import AlreadyExistsError, CorruptError, InvalidInputError, NotFoundError
+from runstore.spi.backends import BackendSpec, Target
+from runstore.spi.memory import MemoryBackend
 
 _names = itertools.count()
 

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 import runstore
-from runstore.errors import InvalidInputError, NotFoundError
-from runstore.models import utcnow
-from runstore.retention import RetentionPolicy, collect_garbage, parse_age
+from runstore.model.errors import InvalidInputError, NotFoundError
+from runstore.model.run import utcnow
+from runstore.ops.retention import RetentionPolicy, collect_garbage, parse_age
 
 _names = itertools.count()
 Setup = list[tuple[str, dict[str, Any]]]

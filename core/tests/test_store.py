@@ -16,15 +16,15 @@ from typing import Any
 import pytest
 
 import runstore
-from runstore.errors import (
+from runstore.model.errors import (
     ConflictError,
     CorruptError,
     InvalidInputError,
     NotFoundError,
     UnsupportedError,
 )
-from runstore.memory import MemoryBackend
-from runstore.records import MAX_RECORD_BYTES
+from runstore.model.records import MAX_RECORD_BYTES
+from runstore.spi.memory import MemoryBackend
 
 _names = itertools.count()
 

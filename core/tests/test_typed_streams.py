@@ -14,8 +14,8 @@ from pydantic import BaseModel, Field
 
 import runstore
 import runstore.streams
-from runstore.errors import InvalidInputError, NotFoundError
-from runstore.models import ArtifactRef
+from runstore.model.errors import InvalidInputError, NotFoundError
+from runstore.model.run import ArtifactRef
 from runstore.streams import AssertionRecord, InstanceRecord, LogLine, StepRecord
 
 _names = itertools.count()
@@ -134,7 +134,7 @@ def test_standard_models_require_what_the_stream_is_about() -> None:
 
 
 def test_the_demo_runs_streams_parse_with_the_standard_models(store: runstore.Store) -> None:
-    from runstore.demo import run_demo
+    from runstore.cli.demo import run_demo
 
     summary = run_demo(store, seed=3, instances=4, run_id="run_demo")
     view = store.get_run("run_demo")
@@ -217,7 +217,7 @@ def test_schemas_cover_the_standard_streams_and_documents() -> None:
 
 
 def test_stored_files_validate_against_their_schemas(store: runstore.Store) -> None:
-    from runstore.demo import run_demo
+    from runstore.cli.demo import run_demo
 
     run_demo(store, seed=5, instances=3, run_id="run_schema")
     view = store.get_run("run_schema")

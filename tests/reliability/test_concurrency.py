@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from harness import HERE, PYTHON, Figures, S3Server, Scale, store_url, subprocess_env
+from harness import HERE, PYTHON, Figures, Scale, subprocess_env
 
 import runstore
+from runstore_fsspec.testing import S3Server
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,7 @@ def test_the_checker_catches_a_naive_read_modify_write_index_losing_updates(
 def test_processes_racing_on_one_s3_bucket_lose_nothing(
     s3: S3Server, tmp_path: Path, scale: Scale, figures: Figures
 ) -> None:
-    url = store_url(s3.endpoint, "race")
+    url = s3.url("race")
     runstore.open(url).close()
     writers, load = scale.s3_writers, LOCAL if scale.long else S3_QUICK
     claims, reader = race("runstore", url, writers, tmp_path / "logs", load)

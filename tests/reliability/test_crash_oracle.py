@@ -43,12 +43,10 @@ from harness import (
     HERE,
     PYTHON,
     Figures,
-    S3Server,
     Scale,
     Walk,
     artifact_bytes,
     record_for,
-    store_url,
     subprocess_env,
     temp_leftovers,
     walk_local,
@@ -56,7 +54,8 @@ from harness import (
 )
 
 import runstore
-from runstore.maintenance import recover_runs, verify_run
+from runstore.ops.maintenance import recover_runs, verify_run
+from runstore_fsspec.testing import S3Server
 
 ACK_TIMEOUT = 120.0
 
@@ -364,13 +363,13 @@ def crash_trials(
             final_actions=100 if s3 is None else 30,
         )
         with runstore.open(url, heartbeat_interval=0) as store:  # what an operator runs
-            store._portal.call(recover_runs(store.aio))
+            store.portal.call(recover_runs(store.aio))
         final = check_store(url, oracle, None, walk(), figures, prefix, index_lag=False)
         assert final.torn == {}, f"torn tails the writers left: {final.torn}"
         assert all(m.finished for m in oracle.runs.values())
         with runstore.open(url, heartbeat_interval=0) as store:
             for run_id in sorted(oracle.runs):
-                problems = store._portal.call(verify_run(store.aio, run_id))
+                problems = store.portal.call(verify_run(store.aio, run_id))
                 assert problems == [], problems
     finally:
         server.close()
@@ -404,7 +403,7 @@ def test_sigkill_at_random_points_loses_nothing_acknowledged_on_a_local_store(
 def test_sigkill_at_random_points_loses_nothing_acknowledged_on_s3(
     s3: S3Server, tmp_path: Path, scale: Scale, figures: Figures
 ) -> None:
-    url = store_url(s3.endpoint, "crash", connect_timeout=5, read_timeout=30)
+    url = s3.url("crash", connect_timeout=5, read_timeout=30)
     crash_trials(
         url,
         tmp_path,

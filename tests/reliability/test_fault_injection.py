@@ -46,9 +46,9 @@ import runstore
 import runstore_local.backend
 import runstore_local.fs
 import runstore_local.streams
-from runstore.backends import Durability
-from runstore.errors import PermissionDeniedError, RunstoreError, StorageIOError
-from runstore.maintenance import verify_run
+from runstore.model.errors import PermissionDeniedError, RunstoreError, StorageIOError
+from runstore.ops.maintenance import verify_run
+from runstore.spi.backends import Durability
 
 OPS: Final = ("write", "fsync", "fdatasync", "replace", "link", "mkdir", "open", "ftruncate")
 ERRNOS: Final = (errno.ENOSPC, errno.EIO, errno.EACCES)
@@ -306,7 +306,7 @@ def check_completed(root: Path) -> None:
         assert view.state.phases["work"].completed == 2
         assert view.summary is not None
         assert view.summary.stream_counts == {"instances": 2, "steps": 4}
-        assert store._portal.call(verify_run(store.aio, RUN)) == []
+        assert store.portal.call(verify_run(store.aio, RUN)) == []
         assert [r.status for r in store.list_runs()] == ["succeeded"]
     walk = walk_local(root)
     assert walk.problems == [] and walk.torn_tails == {}, walk

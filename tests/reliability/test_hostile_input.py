@@ -36,15 +36,15 @@ from hypothesis import strategies as st
 
 import runstore
 import runstore_local.fs
-from runstore.errors import InvalidInputError, RunstoreError
-from runstore.maintenance import verify_run
-from runstore.names import (
+from runstore.model.errors import InvalidInputError, RunstoreError
+from runstore.model.names import (
     MAX_ARTIFACT_NAME_BYTES,
     validate_artifact_name,
     validate_run_id,
     validate_stream_name,
 )
-from runstore.records import MAX_RECORD_BYTES, encode_record
+from runstore.model.records import MAX_RECORD_BYTES, encode_record
+from runstore.ops.maintenance import verify_run
 
 MARK = "PWNED-runstore-7f3a"
 """Every payload aims to create a file of this name: finding one outside the store is a leak."""
@@ -525,7 +525,7 @@ def _lifecycle(root: Path, *, resume: bool) -> list[str]:
         if isinstance(view, runstore.RunView):
             attempt(lambda: list(view.read("steps")))
             attempt(lambda: [view.read_artifact(r.name) for r in view.artifacts()])
-            attempt(lambda: store._portal.call(verify_run(store.aio, RUN)))
+            attempt(lambda: store.portal.call(verify_run(store.aio, RUN)))
         attempt(store.list_runs)
     return errors
 

@@ -27,11 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import BUCKET, PYTHON, Figures, S3Server, snapshot, store_url, subprocess_env
+from harness import PYTHON, Figures, snapshot, subprocess_env
 
 import runstore
-from runstore.layout import parse_segment_name, segment_path
-from runstore.maintenance import recover_runs, verify_run
+from runstore.ops.maintenance import recover_runs, verify_run
+from runstore.spi.layout import parse_segment_name, segment_path
+from runstore_fsspec.testing import S3Server
 
 STALE = 3.0
 TORN = b'{"n": 999, "instance_id": "torn", "status": "pas'
@@ -114,19 +115,19 @@ def s3_target(s3: S3Server) -> Target:
 
     def tear(run_id: str) -> None:  # a torn segment after the last one
         prefix = f"recover/{run_id}/.segments/steps/"
-        listed = client.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])
+        listed = client.list_objects_v2(Bucket=s3.bucket, Prefix=prefix).get("Contents", [])
         end = 0
         for item in listed:
             start = parse_segment_name(item["Key"])
             assert start is not None
             end = max(end, start + item["Size"])
         key = "recover/" + segment_path(run_id, "steps", end)
-        client.put_object(Bucket=BUCKET, Key=key, Body=TORN)
+        client.put_object(Bucket=s3.bucket, Key=key, Body=TORN)
 
     def files(run_id: str) -> dict[str, Any]:
         return dict(s3.objects(f"recover/{run_id}/"))
 
-    return Target(store_url(s3.endpoint, "recover"), "default", tear, files)
+    return Target(s3.url("recover"), "default", tear, files)
 
 
 @pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
@@ -176,7 +177,7 @@ def test_recover_marks_the_dead_run_crashed_repairs_it_and_changes_nothing_twice
         assert view.summary.stream_counts == {"instances": 40, "steps": 40}
         assert (view.summary.pass_count, view.summary.fail_count) == (30, 10)
         assert view.summary.artifact_count == 1
-        assert store._portal.call(verify_run(store.aio, "run_dead")) == []
+        assert store.portal.call(verify_run(store.aio, "run_dead")) == []
         assert store.get_run("run_alive").state.status == "running"
 
     out, err = alive.communicate("finish\n", timeout=120)
@@ -185,7 +186,7 @@ def test_recover_marks_the_dead_run_crashed_repairs_it_and_changes_nothing_twice
         view = store.get_run("run_alive")
         assert view.state.status == "succeeded"
         assert len(list(view.read("steps"))) == 41
-        assert store._portal.call(verify_run(store.aio, "run_alive")) == []
+        assert store.portal.call(verify_run(store.aio, "run_alive")) == []
     figures.add("recover.runs_killed", 1)
     figures.add("recover.runs_marked_crashed", 1)
     figures.add("recover.live_runs_left_alone", 1)
@@ -208,9 +209,9 @@ def test_recover_brings_an_index_entry_a_crash_left_behind_up_to_date(
         )
     with runstore.open(str(root), heartbeat_interval=0) as store:
         assert [r.status for r in store.list_runs()] == ["running"]
-        (result,) = store._portal.call(recover_runs(store.aio))
+        (result,) = store.portal.call(recover_runs(store.aio))
         assert (result.run_id, result.action) == ("run_done", "skipped")
         assert [r.status for r in store.list_runs()] == ["succeeded"]
-        assert store._portal.call(recover_runs(store.aio)) == []
+        assert store.portal.call(recover_runs(store.aio)) == []
         assert store.get_run("run_done").state.status == "succeeded"
     figures.add("recover.lagging_index_entries_refreshed", 1)

@@ -30,12 +30,13 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import pytest
-from harness import Figures, S3Server, Scale, store_url, walk_s3
+from harness import Figures, Scale, walk_s3
 from s3proxy import DELAY, DROP, DROP_AFTER, FAIL, PASS, SLOW_ANSWER, Action, FaultProxy
 
 import runstore
-from runstore.errors import BackendUnavailableError, RunstoreError
-from runstore.maintenance import verify_run
+from runstore.model.errors import BackendUnavailableError, RunstoreError
+from runstore.ops.maintenance import verify_run
+from runstore_fsspec.testing import S3Server
 
 pytestmark = pytest.mark.s3
 
@@ -46,10 +47,10 @@ BIG: Final = bytes(range(256)) * ((PART + (1 << 20)) // 256)  # two parts
 SMALL: Final = b'{"request": "GET /checkout"}'
 
 
-def url_for(endpoint: str, prefix: str) -> str:
-    return store_url(
-        endpoint,
+def url_for(s3: S3Server, endpoint: str, prefix: str) -> str:
+    return s3.url(
         prefix,
+        endpoint_url=endpoint,
         retries=RETRIES,
         connect_timeout=1,
         read_timeout=READ_TIMEOUT,
@@ -129,7 +130,7 @@ def check_run(url: str, s3: S3Server, prefix: str, *, records: int) -> None:
         assert view.read_artifact("i1/request.json", verify=True) == SMALL
         assert view.read_artifact("i1/big.bin", verify=True) == BIG
         assert view.state.status == "succeeded"
-        assert store._portal.call(verify_run(store.aio, RUN)) == []
+        assert store.portal.call(verify_run(store.aio, RUN)) == []
         assert [r.status for r in store.list_runs()] == ["succeeded"]
     walk = walk_s3(s3, prefix)
     assert walk.problems == [] and walk.torn_tails == {}, walk
@@ -205,7 +206,7 @@ def request_numbers(count: int, scale: Scale) -> list[int]:
 def test_a_fault_at_every_request_is_absorbed_or_typed_and_loses_nothing(
     s3: S3Server, proxy: FaultProxy, scale: Scale, figures: Figures
 ) -> None:
-    count = run_script(url_for(proxy.endpoint, "count"), s3, "count/", proxy).requests
+    count = run_script(url_for(s3, proxy.endpoint, "count"), s3, "count/", proxy).requests
     assert count > 30
     cases = 0
     totals: Counter[str] = Counter()
@@ -215,7 +216,7 @@ def test_a_fault_at_every_request_is_absorbed_or_typed_and_loses_nothing(
         cases += 1
         proxy.policy = make(n)
         try:
-            outcome = run_script(url_for(proxy.endpoint, prefix), s3, f"{prefix}/", proxy)
+            outcome = run_script(url_for(s3, proxy.endpoint, prefix), s3, f"{prefix}/", proxy)
             assert outcome.faults, "the fault never met a request"
             if kind == "503 burst the retries absorb":
                 assert outcome.raised == [], f"not absorbed: {outcome}"
@@ -273,7 +274,7 @@ def finish_when_back(run: runstore.Run, deadline: float = 120.0) -> None:
 def test_server_stopped_and_restarted_mid_run_loses_no_acknowledged_record(
     s3: S3Server, scale: Scale, figures: Figures
 ) -> None:
-    url = url_for(s3.endpoint, "outage")
+    url = url_for(s3, s3.endpoint, "outage")
     ledger = Ledger()
     seq = itertools.count()
     with runstore.open(url, durability="record", heartbeat_interval=0.2) as store:
@@ -300,7 +301,7 @@ def test_server_stopped_and_restarted_mid_run_loses_no_acknowledged_record(
         view = store.get_run("run_outage")
         ledger.check([r["seq"] for r in view.read("steps")])
         assert len(view.artifacts()) == scale.outages
-        assert store._portal.call(verify_run(store.aio, "run_outage")) == []
+        assert store.portal.call(verify_run(store.aio, "run_outage")) == []
     assert ledger.failed, "the outage must have been seen"
     assert set(ledger.errors) == {"BackendUnavailableError"}
     figures.add("s3_faults.server_restarts", scale.outages)
@@ -313,7 +314,7 @@ def test_slow_answers_below_the_timeout_only_slow_the_run_down(
 ) -> None:
     proxy.policy = lambda n, method, path: Action(DELAY, 0.02 + (n % 5) * 0.03)
     before = proxy.counts["requests"]
-    run_script(url_for(proxy.endpoint, "slow"), s3, "slow/", proxy)
+    run_script(url_for(s3, proxy.endpoint, "slow"), s3, "slow/", proxy)
     figures.add("s3_faults.slow_requests", proxy.counts["requests"] - before)
 
 
@@ -336,7 +337,7 @@ def test_random_faults_on_a_long_run_lose_no_acknowledged_record(
             return Action(DELAY, rng.random() / 5)
         return Action(PASS)
 
-    url = url_for(proxy.endpoint, "chaos")
+    url = url_for(s3, proxy.endpoint, "chaos")
     ledger, artifacts = Ledger(), Ledger()
     operations = 60 if not scale.long else 10 * scale.trials
     with runstore.open(url, durability="record", heartbeat_interval=0.3) as store:
@@ -354,7 +355,7 @@ def test_random_faults_on_a_long_run_lose_no_acknowledged_record(
         ledger.check([r["seq"] for r in view.read("steps")])
         stored = {int(ref.name.split("/")[1].split(".")[0]) for ref in view.artifacts()}
         assert set(artifacts.acked) <= stored
-        assert store._portal.call(verify_run(store.aio, "run_chaos")) == []
+        assert store.portal.call(verify_run(store.aio, "run_chaos")) == []
     walk = walk_s3(s3, "chaos/")
     assert walk.problems == [], walk.problems
     faults = sum(proxy.counts[k] for k in (FAIL, DROP, DROP_AFTER, SLOW_ANSWER))

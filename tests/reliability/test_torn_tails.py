@@ -5,7 +5,7 @@ leaves) must read as exactly the records whose line ends at or before ``k``;
 the bytes after the last newline are the torn tail: hidden from readers,
 reported in ``view.torn_tails``, and cut off by the next writer. A damaged
 line *followed by other lines* is not a torn tail: reading it raises
-:class:`~runstore.errors.CorruptError` naming its line number, it is never
+:class:`~runstore.model.errors.CorruptError` naming its line number, it is never
 skipped.
 """
 
@@ -18,12 +18,13 @@ from typing import Any
 
 import orjson
 import pytest
-from harness import Figures, S3Server, Scale, store_url
+from harness import Figures, Scale
 
 import runstore
-from runstore.errors import CorruptError
-from runstore.maintenance import verify_run
-from runstore.records import LineDecoder, encode_record
+from runstore.model.errors import CorruptError
+from runstore.model.records import LineDecoder, encode_record
+from runstore.ops.maintenance import verify_run
+from runstore_fsspec.testing import S3Server
 from runstore_local import LocalBackend
 
 RECORDS: list[dict[str, Any]] = [
@@ -132,7 +133,7 @@ def test_resume_run_repairs_torn_tails_of_streams_it_never_writes_again(root: Pa
         assert list(view.read("logs")) == RECORDS[:1]
         assert [ref.name for ref in view.artifacts()] == ["a.txt"]
         assert set(view.torn_tails.values()) == {0}
-        assert store._portal.call(verify_run(store.aio, "run_idle")) == []
+        assert store.portal.call(verify_run(store.aio, "run_idle")) == []
     assert (root / "run_idle" / "steps.jsonl").read_bytes() == DATA[: ENDS[1]]
     assert (root / "run_idle" / "logs.jsonl").read_bytes() == DATA[: ENDS[0]]
     assert (root / "run_idle" / "artifacts.jsonl").read_bytes() == refs
@@ -203,16 +204,14 @@ def test_a_damaged_artifact_reference_is_corruption_with_its_line_number(root: P
 def test_reader_hides_a_torn_tail_of_an_s3_stream_at_every_offset(
     s3: S3Server, scale: Scale, figures: Figures
 ) -> None:
-    url = store_url(s3.endpoint, "torn")
+    url = s3.url("torn")
     client = s3.client()
     tried = 0
     with runstore.open(url, heartbeat_interval=0) as store:
         store.create_run(run_id="run_torn").finish()
         for offset in offsets(scale, every=13):
             expected, torn = complete_prefix(offset)
-            client.put_object(
-                Bucket="runstore-reliability", Key="torn/run_torn/steps.jsonl", Body=DATA[:offset]
-            )
+            client.put_object(Bucket=s3.bucket, Key="torn/run_torn/steps.jsonl", Body=DATA[:offset])
             view = store.get_run("run_torn")
             assert list(view.read("steps")) == expected, offset
             assert view.torn_tails["steps"] == torn, offset

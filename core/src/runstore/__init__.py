@@ -13,19 +13,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from runstore import aio
-from runstore._hookimpl import hookimpl
-from runstore.backends import (
-    ArtifactBackend,
-    BackendSpec,
-    Capabilities,
-    LogBackend,
-    RunQuery,
-    StateBackend,
-    StoredArtifact,
-    StreamWriter,
-    Target,
-)
-from runstore.errors import (
+from runstore.model.errors import (
     AlreadyExistsError,
     BackendNotFoundError,
     BackendUnavailableError,
@@ -39,7 +27,7 @@ from runstore.errors import (
     StorageIOError,
     UnsupportedError,
 )
-from runstore.models import (
+from runstore.model.run import (
     ArtifactKind,
     ArtifactRef,
     LogRef,
@@ -51,6 +39,18 @@ from runstore.models import (
     RunSummary,
 )
 from runstore.replay import InstanceBundle
+from runstore.spi.backends import (
+    ArtifactBackend,
+    BackendSpec,
+    Capabilities,
+    LogBackend,
+    RunQuery,
+    StateBackend,
+    StoredArtifact,
+    StreamWriter,
+    Target,
+)
+from runstore.spi.hookspecs import hookimpl
 from runstore.store import Run, RunView, Store, open
 
 __all__ = [

@@ -76,10 +76,11 @@ import orjson
 
 from runstore import context
 from runstore.aio import AsyncRun
-from runstore.backends import StreamWriter
-from runstore.errors import InvalidInputError, RunstoreError
-from runstore.names import validate_stream_name
-from runstore.records import MAX_RECORD_BYTES
+from runstore.engine.portal import Portal
+from runstore.model.errors import InvalidInputError, RunstoreError
+from runstore.model.names import validate_stream_name
+from runstore.model.records import MAX_RECORD_BYTES
+from runstore.spi.backends import StreamWriter
 from runstore.store import Run
 
 __all__ = ["RunLogHandler", "capture"]
@@ -135,17 +136,15 @@ class RunLogHandler(logging.Handler):
         self._tasks: set[asyncio.Future[None] | Future[None]] = set()
         if isinstance(run, Run):
             self.run: Run | AsyncRun = run
-            self._arun = run.aio
-            self._portal: Any = run._portal
-            self._count_lock: threading.Lock | None = run._count_lock
+            self._core = run.aio.core
+            self._portal: Portal | None = self._core.portal
             self._loop: asyncio.AbstractEventLoop | None = None
-            if not self._on_loop_thread() and not self._released():
-                self._portal.call(self._arun._writer(self.stream))
+            if not self._on_loop_thread() and not self._core.released:
+                self._call(self._core.open_writer(self.stream))
         elif isinstance(run, AsyncRun):
             self.run = run
-            self._arun = run
+            self._core = run.core
             self._portal = None
-            self._count_lock = None
             try:
                 self._loop = asyncio.get_running_loop()
             except RuntimeError:
@@ -161,7 +160,7 @@ class RunLogHandler(logging.Handler):
 
     def __repr__(self) -> str:
         level = logging.getLevelName(self.level)
-        return f"<RunLogHandler {self._arun.run_id!r} {self.stream} ({level})>"
+        return f"<RunLogHandler {self._core.run_id!r} {self.stream} ({level})>"
 
     # -- building the line ----------------------------------------------------------
 
@@ -222,7 +221,7 @@ class RunLogHandler(logging.Handler):
         token = _emitting.set(True)
         try:
             ctx = context.active()
-            run_id = self._arun.run_id
+            run_id = self._core.run_id
             if ctx is not None and ctx.run_id is not None and ctx.run_id != run_id:
                 return  # logged for another run
             line = self.to_record(record)
@@ -235,30 +234,18 @@ class RunLogHandler(logging.Handler):
             _emitting.reset(token)
 
     def _write(self, data: bytes, line: dict[str, Any]) -> None:
-        arun = self._arun
-        writer = arun._writers.get(self.stream)
+        writer = self._core.writers.get(self.stream)
         if writer is None or self._queue is not None:
             writer = self._writer_or_queue(data)
             if writer is None:
                 return
-        if not writer.write(data):
+        if not self._core.write(writer, self.stream, data, None):
             self._uncommitted = True
             self._request_commit(writer)
-        self._count()
 
-    def _count(self) -> None:
-        """Count one record in the run's stream counts, as ``append`` does."""
-        if self._count_lock is not None:
-            with self._count_lock:
-                self._arun._count(self.stream, None)
-        elif self._on_loop_thread():
-            self._arun._count(self.stream, None)
-        elif self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._arun._count, self.stream, None)
-
-    def _released(self) -> bool:
-        arun = self._arun
-        return arun.summary is not None or arun not in arun.store._live
+    def _call(self, coro: Coroutine[Any, Any, StreamWriter]) -> StreamWriter:
+        assert self._portal is not None  # a sync Run's handler
+        return self._portal.call(coro)
 
     def _writer_or_queue(self, data: bytes) -> StreamWriter | None:
         """The open writer, or ``None`` after queueing ``data`` (or dropping it)."""
@@ -266,10 +253,10 @@ class RunLogHandler(logging.Handler):
             if self._queue is not None:
                 self._queue.append(data)
                 return None
-            writer = self._arun._writers.get(self.stream)
+            writer = self._core.writers.get(self.stream)
             if writer is not None:
                 return writer
-            if self._released():
+            if self._core.released:
                 self.dropped += 1
                 return None
             if self._portal is not None and not self._on_loop_thread():
@@ -282,30 +269,28 @@ class RunLogHandler(logging.Handler):
 
     def _open_now(self) -> StreamWriter | None:
         """Open the stream from a thread that may block (sync Run only)."""
-        if self._released():
+        if self._core.released:
             self.dropped += 1
             return None
-        writer: StreamWriter = self._portal.call(self._arun._writer(self.stream))
-        return writer
+        return self._call(self._core.open_writer(self.stream))
 
     async def _drain(self) -> None:
         """Open the stream on the run's loop and write the queued lines, in order."""
         try:
-            writer = await self._arun._writer(self.stream)
+            writer = await self._core.open_writer(self.stream)
         except RunstoreError as exc:
             with self._queue_lock:
                 lost, self._queue = self._queue or [], None
             self.dropped += len(lost)
             _report(
-                f"{len(lost)} log records could not be stored in run {self._arun.run_id!r}", exc
+                f"{len(lost)} log records could not be stored in run {self._core.run_id!r}", exc
             )
             return
         with self._queue_lock:
             queued, self._queue = self._queue or [], None
             durable = True
             for data in queued:
-                durable = writer.write(data) and durable
-                self._count()
+                durable = self._core.write(writer, self.stream, data, None) and durable
         if not durable:
             self._uncommitted = True
             await self._commit(writer)
@@ -314,13 +299,12 @@ class RunLogHandler(logging.Handler):
 
     def _loop_now(self) -> asyncio.AbstractEventLoop | None:
         if self._portal is not None:
-            loop: asyncio.AbstractEventLoop | None = self._portal._loop
-            return loop
+            return self._portal.running_loop()
         return self._loop
 
     def _on_loop_thread(self) -> bool:
         if self._portal is not None:
-            return threading.current_thread() is self._portal._thread
+            return self._portal.in_loop_thread()
         try:
             return asyncio.get_running_loop() is self._loop
         except RuntimeError:
@@ -353,7 +337,7 @@ class RunLogHandler(logging.Handler):
         try:
             await writer.commit()
         except RunstoreError as exc:
-            _report(f"log records of run {self._arun.run_id!r} may not be durable", exc)
+            _report(f"log records of run {self._core.run_id!r} may not be durable", exc)
 
     async def aflush(self) -> None:
         """Make every record emitted so far durable (from inside the run's event loop)."""
@@ -362,7 +346,7 @@ class RunLogHandler(logging.Handler):
                 await pending
             else:
                 await asyncio.wrap_future(pending)
-        writer = self._arun._writers.get(self.stream)
+        writer = self._core.writers.get(self.stream)
         if writer is not None:
             await writer.commit()
 
@@ -376,14 +360,14 @@ class RunLogHandler(logging.Handler):
         if loop is None or loop.is_closed() or not loop.is_running():
             return
         if self._on_loop_thread():
-            writer = self._arun._writers.get(self.stream)
+            writer = self._core.writers.get(self.stream)
             if writer is not None and self._uncommitted:
                 self._request_commit(writer)
             return
         try:
             asyncio.run_coroutine_threadsafe(self.aflush(), loop).result()
         except RunstoreError as exc:
-            _report(f"log records of run {self._arun.run_id!r} may not be durable", exc)
+            _report(f"log records of run {self._core.run_id!r} may not be durable", exc)
 
     def close(self) -> None:
         """Flush and detach from logging (the run and its stream stay open)."""
@@ -411,10 +395,10 @@ class RunLogHandler(logging.Handler):
     async def __aenter__(self) -> Self:
         if (
             self._portal is None
-            and self._arun._writers.get(self.stream) is None
-            and not self._released()
+            and self._core.writers.get(self.stream) is None
+            and not self._core.released
         ):
-            await self._arun._writer(self.stream)
+            await self._core.open_writer(self.stream)
         return self
 
     async def __aexit__(

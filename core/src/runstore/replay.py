@@ -22,7 +22,6 @@ whose ``read_artifact`` reads (and checks) the exported files.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -31,16 +30,17 @@ from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
-from runstore.errors import (
+from runstore.model.checks import checked, checked_async
+from runstore.model.errors import (
     AlreadyExistsError,
     CorruptError,
     InvalidInputError,
     NotFoundError,
     RunstoreError,
 )
-from runstore.layout import ARTIFACTS_STREAM
-from runstore.models import ArtifactRef, RunManifest
-from runstore.names import validate_artifact_name
+from runstore.model.names import validate_artifact_name
+from runstore.model.run import ArtifactRef, RunManifest
+from runstore.spi.layout import ARTIFACTS_STREAM
 
 if TYPE_CHECKING:
     from runstore.aio import AsyncRunView
@@ -156,13 +156,9 @@ class AsyncInstanceBundle(_Bundle):
     async def open_artifact(self, name: str, *, verify: bool = True) -> AsyncIterator[bytes]:
         """One of its artifacts' bytes in chunks; ``verify`` checks the sha256 at the end."""
         ref = self.artifact(name)
-        digest = hashlib.sha256()
-        async for chunk in self._view.open_artifact(ref.name):
-            if verify:
-                digest.update(chunk)
+        chunks = self._view.open_artifact(ref.name)
+        async for chunk in checked_async(chunks, ref) if verify else chunks:
             yield chunk
-        if verify:
-            _check(ref, digest, f"artifact {ref.name!r} of run {ref.run_id!r}")
 
     async def read_artifact(self, name: str, *, verify: bool = True) -> bytes:
         """One of its artifacts' bytes (read now, not before), sha256 checked by default."""
@@ -179,23 +175,6 @@ class AsyncInstanceBundle(_Bundle):
             finally:
                 handle.close()
         return writer.finish(self)
-
-
-def _check(ref: ArtifactRef, digest: Any, what: str) -> None:
-    if digest.hexdigest() != ref.sha256:
-        raise CorruptError(
-            f"{what} does not match its sha256; it was modified or damaged after it was stored",
-            details={"name": ref.name, "expected": ref.sha256, "actual": digest.hexdigest()},
-        )
-
-
-def _checked(chunks: Iterable[bytes], ref: ArtifactRef, what: str) -> Iterator[bytes]:
-    """``chunks`` passed through, then checked against ``ref.sha256`` at the end."""
-    digest = hashlib.sha256()
-    for chunk in chunks:
-        digest.update(chunk)
-        yield chunk
-    _check(ref, digest, what)
 
 
 # -- building a bundle from a run -------------------------------------------------------
@@ -267,11 +246,7 @@ def sync_bundle(bundle: AsyncInstanceBundle, view: RunView) -> InstanceBundle:
 
     def opener(ref: ArtifactRef, verify: bool) -> Iterator[bytes]:
         chunks = view.open_artifact(ref.name)
-        return (
-            _checked(chunks, ref, f"artifact {ref.name!r} of run {ref.run_id!r}")
-            if verify
-            else chunks
-        )
+        return checked(chunks, ref) if verify else chunks
 
     return InstanceBundle(opener=opener, **bundle._fields())
 
@@ -334,7 +309,7 @@ def _file_opener(root: Path) -> Callable[[ArtifactRef, bool], Iterator[bytes]]:
                 while chunk := handle.read(_CHUNK):
                     yield chunk
 
-        return _checked(chunks(), ref, str(path)) if verify else chunks()
+        return checked(chunks(), ref, str(path)) if verify else chunks()
 
     return opener
 

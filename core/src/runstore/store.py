@@ -8,36 +8,31 @@ thread through the backend's writer, so it costs about as much as a raw
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Literal, Self, TypeVar
+from typing import Any, Self, TypeVar
 
 from pydantic import BaseModel
 
-from runstore._portal import Portal
-from runstore.aio import (
-    DEFAULT_HEARTBEAT_SECONDS,
-    AsyncRun,
-    AsyncRunView,
-    AsyncStore,
-)
-from runstore.aio import _outcome as outcome
-from runstore.backends import Concern, Durability
-from runstore.context import Scope, correlate, instance_scope, step_scope
-from runstore.context import active as _correlation
-from runstore.models import (
+from runstore.aio import AsyncRun, AsyncRunView, AsyncStore
+from runstore.context import Scope, instance_scope, step_scope
+from runstore.engine.core import DEFAULT_HEARTBEAT_SECONDS, outcome
+from runstore.engine.portal import Portal
+from runstore.model.records import LineDecoder
+from runstore.model.run import (
     ArtifactKind,
     ArtifactRef,
+    PhaseStatus,
     RunManifest,
     RunRecord,
     RunState,
     RunStatus,
     RunSummary,
+    utcnow,
 )
-from runstore.records import LineDecoder, encode_record
 from runstore.replay import InstanceBundle, sync_bundle
+from runstore.spi.backends import Concern, Durability
 from runstore.streams import TypedStream, TypedStreamReader
 
 __all__ = ["Run", "RunView", "Store", "open"]
@@ -86,7 +81,8 @@ class Store:
 
     def __init__(self, astore: AsyncStore) -> None:
         self.aio = astore
-        self._portal = Portal()
+        self.portal = Portal()
+        """Internal: the private event loop the async API runs on (:mod:`runstore.engine`)."""
 
     @property
     def url(self) -> str:
@@ -109,8 +105,8 @@ class Store:
 
     def close(self) -> None:
         """Release backend resources and stop the private event loop."""
-        self._portal.call(self.aio.aclose())
-        self._portal.close()
+        self.portal.call(self.aio.aclose())
+        self.portal.close()
 
     def create_run(
         self,
@@ -125,7 +121,7 @@ class Store:
         log_retention: Mapping[str, int] | None = None,
     ) -> Run:
         """Create a run (status ``created``); see :meth:`runstore.aio.AsyncStore.create_run`."""
-        arun = self._portal.call(
+        arun = self.portal.call(
             self.aio.create_run(
                 run_id,
                 sut_name=sut_name,
@@ -137,15 +133,15 @@ class Store:
                 log_retention=log_retention,
             )
         )
-        return Run(arun, self._portal)
+        return Run(arun, self.portal)
 
     def resume_run(self, run_id: str) -> Run:
         """Reopen an unfinished run for writing; see :meth:`runstore.aio.AsyncStore.resume_run`."""
-        return Run(self._portal.call(self.aio.resume_run(run_id)), self._portal)
+        return Run(self.portal.call(self.aio.resume_run(run_id)), self.portal)
 
     def get_run(self, run_id: str) -> RunView:
-        """Open a run for reading. Raises :class:`~runstore.errors.NotFoundError`."""
-        return RunView(self._portal.call(self.aio.get_run(run_id)), self._portal)
+        """Open a run for reading. Raises :class:`~runstore.model.errors.NotFoundError`."""
+        return RunView(self.portal.call(self.aio.get_run(run_id)), self.portal)
 
     def list_runs(
         self,
@@ -159,7 +155,7 @@ class Store:
         offset: int = 0,
     ) -> list[RunRecord]:
         """Run index records, newest first, filtered and paginated."""
-        return self._portal.call(
+        return self.portal.call(
             self.aio.list_runs(
                 status=status,
                 sut_name=sut_name,
@@ -173,7 +169,7 @@ class Store:
 
     def delete_run(self, run_id: str, *, force: bool = False) -> None:
         """Delete a run; a live run needs ``force=True``."""
-        self._portal.call(self.aio.delete_run(run_id, force=force))
+        self.portal.call(self.aio.delete_run(run_id, force=force))
 
 
 class Run:
@@ -182,8 +178,8 @@ class Run:
     def __init__(self, arun: AsyncRun, portal: Portal) -> None:
         self.aio = arun
         self._portal = portal
-        # Threads may append concurrently; the summary counters are read-modify-write.
-        self._count_lock = threading.Lock()
+        self._core = arun.core
+        self._core.portal = portal
         self.run_id = arun.run_id
 
     def __repr__(self) -> str:
@@ -232,23 +228,16 @@ class Run:
         Inside ``run.instance(...)`` / ``run.step(...)`` the record gets the
         correlation ids it lacks (:mod:`runstore.context`).
         """
-        if _correlation() is not None:
-            record = correlate(self.run_id, record)
-        line = encode_record(record)
-        arun = self.aio
-        writer = arun._writers.get(stream) if type(stream) is str else None
+        core = self._core
+        line = core.encode(record)
+        writer = core.writers.get(stream) if type(stream) is str else None
         if writer is None:  # the slow path validates the name
-            writer = self._portal.call(arun._writer(stream))
-        durable = writer.write(line)
-        with self._count_lock:
-            arun._count(stream, record)  # written: counted even if the commit below fails
-        if not durable and not writer.commit_sync():
+            writer = self._portal.call(core.open_writer(stream))
+        if not core.write(writer, stream, line, record) and not writer.commit_sync():
             self._portal.call(writer.commit())
 
     def log(self, level: str, message: str, **fields: Any) -> None:
         """Append a log line to the ``logs`` stream."""
-        from runstore.models import utcnow
-
         self.append("logs", {"ts": utcnow(), "level": level, "message": message, **fields})
 
     def instance(self, instance_id: str, *, trace_id: str | None = None) -> Scope:
@@ -271,7 +260,7 @@ class Run:
         self,
         name: str,
         *,
-        status: Literal["pending", "running", "done", "failed", "skipped"] | None = None,
+        status: PhaseStatus | None = None,
         completed: int | None = None,
         total: int | None = None,
         message: str | None = None,
@@ -352,7 +341,10 @@ class RunView:
         return self._portal.call(self.aio.artifacts())
 
     def artifact(self, name: str) -> ArtifactRef:
-        """The reference of artifact ``name``. Raises :class:`~runstore.errors.NotFoundError`."""
+        """The reference of artifact ``name``.
+
+        Raises :class:`~runstore.model.errors.NotFoundError` if there is none.
+        """
         return self._portal.call(self.aio.artifact(name))
 
     def open_artifact(self, name: str, *, verify: bool = False) -> Iterator[bytes]:

@@ -11,7 +11,7 @@ import fsspec
 import pytest
 
 import runstore
-from runstore.backends import Capabilities
+from runstore.spi.backends import Capabilities
 from runstore.testing import StoreConformance, check_registration
 from runstore.testing.stateful import EXAMPLES_ENV, state_machine_settings
 from runstore_fsspec.testing import S3Server

@@ -12,7 +12,7 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
 import runstore
-from runstore.errors import (
+from runstore.model.errors import (
     AlreadyExistsError,
     BackendNotFoundError,
     BackendUnavailableError,

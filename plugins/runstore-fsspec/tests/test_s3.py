@@ -18,14 +18,14 @@ from typing import Any
 import pytest
 
 import runstore
-from runstore.errors import (
+from runstore.model.errors import (
     BackendUnavailableError,
     ConflictError,
     CorruptError,
     NotFoundError,
     UnsupportedError,
 )
-from runstore.models import RunRecord
+from runstore.model.run import RunRecord
 from runstore_fsspec.backend import FsspecBackend
 from runstore_fsspec.testing import S3Server
 

@@ -1,4 +1,4 @@
-"""runstore.transfer: copying runs between stores (local <-> S3, memory -> fsspec)."""
+"""runstore.ops.transfer: copying runs between stores (local <-> S3, memory -> fsspec)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import fsspec
 import pytest
 
 import runstore
-from runstore.errors import ConflictError, CorruptError, NotFoundError
-from runstore.transfer import CopyProgress, acopy_runs, copy_runs
+from runstore.model.errors import ConflictError, CorruptError, NotFoundError
+from runstore.ops.transfer import CopyProgress, acopy_runs, copy_runs
 from runstore_fsspec.testing import S3Server
 
 _names = itertools.count()

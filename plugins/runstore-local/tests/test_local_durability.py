@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import runstore
-from runstore.errors import ConflictError, UnsupportedError
+from runstore.model.errors import ConflictError, UnsupportedError
 from runstore_local import LocalBackend
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import runstore
-from runstore.errors import InvalidInputError, RunstoreError
+from runstore.model.errors import InvalidInputError, RunstoreError
 
 
 @pytest.fixture

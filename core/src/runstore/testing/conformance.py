@@ -16,14 +16,14 @@ from typing import Any, ClassVar
 import pytest
 
 import runstore
-from runstore.backends import Capabilities
-from runstore.errors import (
+from runstore.model.errors import (
     AlreadyExistsError,
     ConflictError,
     InvalidInputError,
     NotFoundError,
 )
-from runstore.plugins import ENTRY_POINT_GROUP, Plugins
+from runstore.registry.plugins import ENTRY_POINT_GROUP, Plugins
+from runstore.spi.backends import Capabilities
 from runstore.testing.stateful import StoreStateMachineConformance, declared_capabilities
 
 __all__ = [
@@ -172,7 +172,7 @@ class StateConformance(_Kit):
         record = runstore.RunRecord.build(run.manifest, stale)
         newer = stale.model_copy(update={"revision": stale.revision + 1})
         with pytest.raises(ConflictError) as info:
-            store._portal.call(
+            store.portal.call(
                 store.aio.state_backend.write_state(
                     newer, expected_revision=stale.revision, record=record
                 )

@@ -53,10 +53,10 @@ from hypothesis.stateful import (
 from pydantic import BaseModel
 
 import runstore
-from runstore.backends import Capabilities
-from runstore.errors import RunstoreError
-from runstore.layout import ARTIFACTS_STREAM
-from runstore.models import ArtifactKind, RunStatus
+from runstore.model.errors import RunstoreError
+from runstore.model.run import ArtifactKind, RunStatus
+from runstore.spi.backends import Capabilities
+from runstore.spi.layout import ARTIFACTS_STREAM
 
 __all__ = [
     "EXAMPLES_ENV",
@@ -365,18 +365,40 @@ class StoreStateMachine(RuleBasedStateMachine):
             )
         # A heartbeat is a state write at a wall-clock moment: it would make the two
         # stores' revisions drift apart for reasons no operation explains.
-        backend.aio.heartbeat_interval = 0
+        backend.aio.core.heartbeat_interval = 0
         self._reference = _Side("reference", reference)
         self._backend = _Side("backend", backend)
         self._capable = _both_capable(type(self).capabilities, declared_capabilities(backend))
         self._writers: list[_Writer] = []
+        self._disagreed = False
         self._existing: set[str] = set()
 
     def teardown(self) -> None:
         try:
-            self._backend.store.close()
+            if not self._disagreed:  # the first disagreement is the one to report
+                self._every_stream_reads_alike()
         finally:
-            self._release_reference(self._reference.store)
+            try:
+                self._backend.store.close()
+            finally:
+                self._release_reference(self._reference.store)
+
+    def _every_stream_reads_alike(self) -> None:
+        """At the end of each example, every stream of every run, record by record.
+
+        The rules read what one step chose; this catches any stored difference
+        (a lost, reordered or altered record) that no rule happened to read.
+        """
+        for run_id in sorted(self._existing):
+            if not self._reference_has(run_id):
+                continue
+            self._settle(run_id)
+
+            def streams(side: _Side, run_id: str = run_id) -> dict[str, list[Any]]:
+                view = side.store.get_run(side.id(run_id))
+                return {stream: list(view.read(stream)) for stream in view.streams()}
+
+            self._both(f"every stream record of run {run_id!r}", streams)
 
     def _release_reference(self, reference: runstore.Store) -> None:
         if reference is not type(self).shared_reference:
@@ -388,6 +410,20 @@ class StoreStateMachine(RuleBasedStateMachine):
     # -- the comparison every step makes -------------------------------------------
 
     def _both(
+        self,
+        what: str,
+        action: Callable[[_Side], Any],
+        *,
+        learn: Callable[[Any, Any], None] | None = None,
+    ) -> tuple[Any, Any]:
+        """:meth:`_compare`, remembering a disagreement (teardown then reports no other)."""
+        try:
+            return self._compare(what, action, learn=learn)
+        except BaseException:
+            self._disagreed = True
+            raise
+
+    def _compare(
         self,
         what: str,
         action: Callable[[_Side], Any],

@@ -4,7 +4,7 @@ Starlette routes, Jinja2 templates shipped in the package (``templates/``,
 ``static/``), no JavaScript and nothing fetched from elsewhere. Every route
 is ``GET`` (and ``HEAD``): no request can change the store. Run ids, stream
 and artifact names from the URL go through the same validation as the API
-(:mod:`runstore.names`), so a hostile name is a 400, never a path outside
+(:mod:`runstore.model.names`), so a hostile name is a 400, never a path outside
 the store. Only ``Host: 127.0.0.1`` / ``localhost`` is served (no DNS
 rebinding), and artifacts are served as downloads or inert text, sandboxed.
 """
@@ -34,11 +34,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from runstore import __version__
 from runstore.aio import AsyncRunView, AsyncStore
 from runstore.aio import open as open_async
-from runstore.cli import fmt_bytes, fmt_duration, fmt_time
-from runstore.errors import InvalidInputError, NotFoundError, RunstoreError
-from runstore.layout import ARTIFACTS_STREAM
-from runstore.models import TERMINAL_STATUSES, ArtifactRef
-from runstore.names import validate_stream_name
+from runstore.cli.format import fmt_bytes, fmt_duration, fmt_time
+from runstore.model.errors import InvalidInputError, NotFoundError, RunstoreError
+from runstore.model.names import validate_stream_name
+from runstore.model.run import TERMINAL_STATUSES, ArtifactRef
+from runstore.spi.layout import ARTIFACTS_STREAM
 
 __all__ = ["create_app"]
 

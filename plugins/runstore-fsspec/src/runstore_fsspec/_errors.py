@@ -2,7 +2,7 @@
 
 Every call into botocore, s3fs or an fsspec filesystem goes through
 :func:`translating`, which re-raises what it catches as a
-:class:`~runstore.errors.RunstoreError` (``raise ... from exc``, so the
+:class:`~runstore.model.errors.RunstoreError` (``raise ... from exc``, so the
 original stays attached as ``__cause__``). A failed precondition (an
 ``If-None-Match``/``If-Match`` write that lost, or a create-only write that
 found the key) becomes the internal :class:`PreconditionFailed`, which the
@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Final
 
-from runstore.errors import (
+from runstore.model.errors import (
     BackendUnavailableError,
     ConflictError,
     InvalidInputError,

@@ -6,7 +6,7 @@ a run id or overwrite each other's state. Instead of racing, the first
 process that writes takes a *writer lease*, ``.runstore/writer.json``
 (host, pid, a per-process token); every store of that process shares it and
 the last one to close releases it. Another process that tries to write is
-refused with :class:`~runstore.errors.UnsupportedError` naming the holder.
+refused with :class:`~runstore.model.errors.UnsupportedError` naming the holder.
 A lease left by a process that died on the same host is taken over; one left
 by a dead process on another host has to be deleted by hand (the message
 says which file). Reading never needs the lease.
@@ -23,9 +23,9 @@ from typing import Any, Final
 
 import orjson
 
-from runstore.errors import NotFoundError, UnsupportedError
-from runstore.layout import BOOKKEEPING_DIR
-from runstore.models import utcnow
+from runstore.model.errors import NotFoundError, UnsupportedError
+from runstore.model.run import utcnow
+from runstore.spi.layout import BOOKKEEPING_DIR
 from runstore_fsspec._errors import PreconditionFailed
 from runstore_fsspec._objects import ObjectStore
 

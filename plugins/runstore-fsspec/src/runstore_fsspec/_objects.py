@@ -14,7 +14,7 @@ declared as not atomic across processes unless the filesystem lives in the
 process (``memory``).
 
 Keys are POSIX paths relative to the store root (the Windtunnel layout of
-:mod:`runstore.layout`).
+:mod:`runstore.spi.layout`).
 """
 
 from __future__ import annotations
@@ -24,14 +24,15 @@ import contextlib
 import hashlib
 import itertools
 import os
+import posixpath
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from runstore.errors import NotFoundError, StorageIOError
-from runstore.layout import BOOKKEEPING_DIR
+from runstore.model.errors import NotFoundError, StorageIOError
+from runstore.spi.layout import BOOKKEEPING_DIR
 from runstore_fsspec._errors import PreconditionFailed, translate, translating
 
 __all__ = ["FsspecObjects", "ObjectInfo", "ObjectStore", "S3Objects"]
@@ -404,7 +405,7 @@ class S3Objects(ObjectStore):
         if client is not None:
             with contextlib.suppress(Exception):
                 await client.close()
-            self._fs._s3 = None
+            self._fs._s3 = None  # noqa: SLF001 - s3fs caches its client there; no public reset
 
 
 # -- any fsspec filesystem ----------------------------------------------------------
@@ -441,7 +442,8 @@ class FsspecObjects(ObjectStore):
         return f"{self._root.rstrip('/')}/{key}" if key else self._root
 
     def _rel(self, path: str) -> str:
-        path = self._fs._strip_protocol(path)
+        # fsspec's own path normaliser (each implementation overrides it); no public twin
+        path = self._fs._strip_protocol(path)  # noqa: SLF001
         return path[len(self._root.rstrip("/")) + 1 :]
 
     async def _call(self, op: str, key: str, fn: Callable[..., Any], *args: Any) -> Any:
@@ -455,7 +457,7 @@ class FsspecObjects(ObjectStore):
             # whole or nothing: write a temporary file, then rename it into place
             tmp = self._tmp_path()
             self._fs.pipe_file(tmp, data)
-            self._fs.makedirs(self._fs._parent(path), exist_ok=True)
+            self._fs.makedirs(posixpath.dirname(path), exist_ok=True)
             os.replace(tmp, path)
         else:
             self._fs.pipe_file(path, data)
@@ -643,7 +645,7 @@ class FsspecObjects(ObjectStore):
         path = self._path(key)
         with self._lock:
             self._check(key, path, create_only, if_match)
-            self._fs.makedirs(self._fs._parent(path), exist_ok=True)
+            self._fs.makedirs(posixpath.dirname(path), exist_ok=True)
             if self._local:
                 os.replace(tmp, path)
             else:

@@ -12,8 +12,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 
-from runstore.backends import Durability, StreamWriter
-from runstore.errors import ConflictError, RunstoreError, UnsupportedError
+from runstore.model.errors import ConflictError, RunstoreError, UnsupportedError
+from runstore.spi.backends import Durability, StreamWriter
 
 __all__ = ["BatchPolicy", "SegmentWriter"]
 

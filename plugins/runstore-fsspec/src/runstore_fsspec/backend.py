@@ -1,6 +1,6 @@
 """The fsspec backend: runs on S3 (s3fs) or any fsspec filesystem.
 
-It writes the Windtunnel tree of :mod:`runstore.layout` under the store
+It writes the Windtunnel tree of :mod:`runstore.spi.layout` under the store
 root (``s3://bucket/prefix``, ``fsspec+memory://name``, ...) and serves all
 three concerns.
 
@@ -27,7 +27,7 @@ Durability (``runstore.open(url, durability=...)``)
         ``append`` is lost if the process dies within that window (at most
         ``batch_interval`` seconds or one batch). While the store is
         unreachable, buffered records are kept and retried, appends raise
-        :class:`~runstore.errors.BackendUnavailableError` (the failing record
+        :class:`~runstore.model.errors.BackendUnavailableError` (the failing record
         may still be written later), and the buffer never exceeds twice
         ``batch_bytes``.
 
@@ -74,7 +74,19 @@ from typing import Any, Final, TypeVar
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from runstore.backends import (
+from runstore.model.errors import (
+    AlreadyExistsError,
+    BackendNotFoundError,
+    ConflictError,
+    CorruptError,
+    InvalidInputError,
+    NotFoundError,
+    RunstoreError,
+    UnsupportedError,
+)
+from runstore.model.run import RunManifest, RunRecord, RunState, RunSummary
+from runstore.registry.config import PROVIDERS
+from runstore.spi.backends import (
     ArtifactBackend,
     ArtifactSource,
     Capabilities,
@@ -86,17 +98,7 @@ from runstore.backends import (
     StreamWriter,
     Target,
 )
-from runstore.errors import (
-    AlreadyExistsError,
-    BackendNotFoundError,
-    ConflictError,
-    CorruptError,
-    InvalidInputError,
-    NotFoundError,
-    RunstoreError,
-    UnsupportedError,
-)
-from runstore.layout import (
+from runstore.spi.layout import (
     INDEX_RECORDS_DIR,
     INDEX_SNAPSHOT,
     SEGMENTS_DIR,
@@ -112,7 +114,6 @@ from runstore.layout import (
     stream_path,
     summary_path,
 )
-from runstore.models import RunManifest, RunRecord, RunState, RunSummary
 from runstore_fsspec._errors import PreconditionFailed
 from runstore_fsspec._lease import WriterLease
 from runstore_fsspec._objects import FsspecObjects, ObjectInfo, ObjectStore, S3Objects
@@ -797,15 +798,6 @@ _S3_CLIENT_OPTIONS: Final = {
     "read_timeout": float,
     "region": str,
 }
-_EXTRAS: Final = {
-    "s3": "runstore-fsspec[s3]",
-    "s3a": "runstore-fsspec[s3]",
-    "gs": "runstore-fsspec[gcs]",
-    "gcs": "runstore-fsspec[gcs]",
-    "az": "runstore-fsspec[azure]",
-    "abfs": "runstore-fsspec[azure]",
-    "abfss": "runstore-fsspec[azure]",
-}
 
 
 def _take(options: dict[str, Any], spec: Mapping[str, Callable[[Any], Any]]) -> dict[str, Any]:
@@ -829,7 +821,7 @@ def _filesystem_class(protocol: str) -> type[Any]:
     try:
         cls: type[Any] = fsspec.get_filesystem_class(protocol)
     except ImportError as exc:
-        extra = _EXTRAS.get(protocol)
+        extra = PROVIDERS.get(protocol)
         hint = f"install {extra}" if extra else f"install the fsspec implementation of {protocol}"
         raise BackendNotFoundError(
             f"the fsspec backend cannot open {protocol}:// URLs: {exc}; {hint}",

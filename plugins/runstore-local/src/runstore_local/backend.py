@@ -18,8 +18,18 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from runstore import layout
-from runstore.backends import (
+from runstore.model.errors import (
+    AlreadyExistsError,
+    ConflictError,
+    CorruptError,
+    InvalidInputError,
+    NotFoundError,
+    RunstoreError,
+)
+from runstore.model.names import validate_run_id
+from runstore.model.run import RunManifest, RunRecord, RunState, RunSummary
+from runstore.spi import layout
+from runstore.spi.backends import (
     ArtifactBackend,
     ArtifactSource,
     Capabilities,
@@ -31,16 +41,6 @@ from runstore.backends import (
     StreamWriter,
     Target,
 )
-from runstore.errors import (
-    AlreadyExistsError,
-    ConflictError,
-    CorruptError,
-    InvalidInputError,
-    NotFoundError,
-    RunstoreError,
-)
-from runstore.models import RunManifest, RunRecord, RunState, RunSummary
-from runstore.names import validate_run_id
 from runstore_local.fs import (
     CREATE_FLAGS,
     DIR_FLAGS,

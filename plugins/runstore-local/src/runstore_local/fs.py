@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Final
 
-from runstore.errors import (
+from runstore.model.errors import (
     AlreadyExistsError,
     ConflictError,
     InvalidInputError,

@@ -17,9 +17,9 @@ from datetime import UTC, datetime
 import orjson
 from pydantic import TypeAdapter
 
-from runstore.backends import RunQuery
-from runstore.errors import StorageIOError
-from runstore.models import RunRecord
+from runstore.model.errors import StorageIOError
+from runstore.model.run import RunRecord
+from runstore.spi.backends import RunQuery
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (

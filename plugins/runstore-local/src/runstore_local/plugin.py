@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import runstore
-from runstore.backends import BackendSpec, Target
+from runstore.spi.backends import BackendSpec, Target
 
 
 def _factory(target: Target) -> object:

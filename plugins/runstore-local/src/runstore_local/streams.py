@@ -23,8 +23,8 @@ import fcntl
 import os
 import threading
 
-from runstore.backends import Durability, StreamWriter
-from runstore.errors import ConflictError, UnsupportedError
+from runstore.model.errors import ConflictError, UnsupportedError
+from runstore.spi.backends import Durability, StreamWriter
 from runstore_local.fs import translate, write_all
 
 APPEND_FLAGS = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC

@@ -23,27 +23,28 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from runstore.backends import (
+from runstore.spi import (
+    AlreadyExistsError,
     ArtifactBackend,
     ArtifactSource,
     Capabilities,
+    ConflictError,
     Durability,
+    InvalidInputError,
     LogBackend,
+    NotFoundError,
+    RunManifest,
     RunQuery,
+    RunRecord,
+    RunState,
+    RunSummary,
     StateBackend,
+    StorageIOError,
     StoredArtifact,
     StreamWriter,
     Target,
-)
-from runstore.errors import (
-    AlreadyExistsError,
-    ConflictError,
-    InvalidInputError,
-    NotFoundError,
-    StorageIOError,
     UnsupportedError,
 )
-from runstore.models import RunManifest, RunRecord, RunState, RunSummary
 
 __all__ = ["SQLiteBackend"]
 
@@ -240,7 +241,7 @@ class SQLiteBackend(StateBackend, LogBackend, ArtifactBackend):
             db.execute("INSERT OR IGNORE INTO streams VALUES (?, ?)", (run_id, stream))
         return _Writer(self, run_id, stream)
 
-    def _append(self, run_id: str, stream: str, data: bytes) -> None:
+    def append_lines(self, run_id: str, stream: str, data: bytes) -> None:
         with self._sql() as db:
             # One statement: the new row starts where the stream ends, even with
             # another process appending at the same moment.
@@ -338,7 +339,7 @@ class _Writer(StreamWriter):
     def write(self, data: bytes) -> bool:
         if self._closed:
             raise UnsupportedError("stream writer is closed; open a new one")
-        self._backend._append(self._run_id, self._stream, data)
+        self._backend.append_lines(self._run_id, self._stream, data)
         return True  # committed: nothing left for commit() to do
 
     async def commit(self) -> None:

@@ -7,7 +7,7 @@ Conventions every command follows (and a new one should too):
 
 * exit status 0 on success, 1 when runstore reports an error (or, for checking
   commands, finds a difference), 2 for a usage error (click's own);
-* a :class:`~runstore.errors.RunstoreError` becomes one line on stderr, or
+* a :class:`~runstore.model.errors.RunstoreError` becomes one line on stderr, or
   ``{"error": {"code", "message", "details"}}`` on stdout with ``--json``;
   never a traceback;
 * read commands take ``--json`` (:func:`json_option`) and print one JSON
@@ -33,7 +33,7 @@ import re
 import shlex
 import sys
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib import metadata
@@ -43,8 +43,7 @@ import click
 import orjson
 from click.core import ParameterSource
 from rich import box
-from rich.console import Console, Group, RenderableType
-from rich.panel import Panel
+from rich.console import Console, Group
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -57,20 +56,28 @@ from rich.table import Table
 from rich.text import Text
 
 from runstore import __version__
-from runstore.backends import BackendSpec
-from runstore.config import DEFAULT_STORE, STORE_ENV, parse_target, select_backend
-from runstore.demo import DEFAULT_INSTANCES, DEFAULT_SEED, run_demo
-from runstore.errors import NotFoundError, RunstoreError
-from runstore.models import (
+from runstore.cli.demo import DEFAULT_INSTANCES, DEFAULT_SEED, run_demo
+from runstore.cli.render import (
+    artifacts_table,
+    backend_json,
+    backends_table,
+    format_record,
+    manifest_panel,
+    print_commands,
+    runs_table,
+    state_panel,
+    status_text,
+    streams_table,
+    summary_panel,
+)
+from runstore.model.errors import NotFoundError, RunstoreError
+from runstore.model.run import (
     TERMINAL_STATUSES,
     ArtifactRef,
-    RunManifest,
-    RunRecord,
-    RunState,
     RunStatus,
-    RunSummary,
 )
-from runstore.plugins import Plugins
+from runstore.registry.config import DEFAULT_STORE, STORE_ENV, parse_target, select_backend
+from runstore.registry.plugins import Plugins
 from runstore.store import RunView, Store
 from runstore.store import open as open_store
 
@@ -149,16 +156,7 @@ def json_option(f: F | None = None, *, help: str = _JSON_HELP) -> Any:
     return decorator if f is None else decorator(f)
 
 
-# -- 2. rendering helpers -----------------------------------------------------------
-
-_STATUS_STYLES: Final = {
-    "created": "dim",
-    "running": "yellow",
-    "succeeded": "green",
-    "failed": "red",
-    "cancelled": "magenta",
-    "crashed": "bold red",
-}
+# -- 2. output helpers -------------------------------------------------------------
 
 
 def binary_stdout() -> BinaryIO:
@@ -177,223 +175,6 @@ def emit_json_line(data: Any) -> None:
     click.echo(orjson.dumps(data).decode())
 
 
-def status_text(status: str) -> Text:
-    return Text(status, style=_STATUS_STYLES.get(status, ""))
-
-
-def fmt_time(value: datetime | None) -> str:
-    return "-" if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-
-
-def fmt_duration(ms: int | None) -> str:
-    if ms is None:
-        return "-"
-    if ms < 1000:
-        return f"{ms} ms"
-    seconds = ms / 1000
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m {secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m"
-
-
-def fmt_bytes(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def fmt_pass_rate(rate: float | None, passed: int | None, failed: int | None) -> str:
-    if rate is None:
-        return "-"
-    return f"{rate:.1%} {passed}/{(passed or 0) + (failed or 0)}"
-
-
-def fmt_value(value: Any) -> str:
-    """A compact, unambiguous rendering of a JSON value for tables."""
-    if value is None:
-        return "-"
-    if isinstance(value, str):
-        return value
-    if isinstance(value, datetime):
-        return fmt_time(value)
-    return orjson.dumps(value).decode()
-
-
-def key_values(rows: Iterable[tuple[str, RenderableType | str]]) -> Table:
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="bold", no_wrap=True)
-    grid.add_column(overflow="fold")
-    for key, value in rows:
-        grid.add_row(key, Text(value) if isinstance(value, str) else value)
-    return grid
-
-
-def runs_table(records: Sequence[RunRecord]) -> Table:
-    # One space between columns: the table fits 80 columns (pipes, CI logs).
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=0)
-    table.add_column("run id", no_wrap=True, style="cyan")
-    table.add_column("status", no_wrap=True)
-    table.add_column("sut", min_width=3, overflow="fold")
-    table.add_column("created (UTC)", no_wrap=True)
-    table.add_column("pass rate", justify="right", no_wrap=True)
-    table.add_column("duration", justify="right", no_wrap=True)
-    for r in records:
-        table.add_row(
-            Text(r.run_id),
-            status_text(r.status),
-            Text(r.sut_name or "-"),
-            fmt_time(r.created_at).rstrip("Z"),
-            fmt_pass_rate(r.pass_rate, r.pass_count, r.fail_count),
-            fmt_duration(r.duration_ms),
-        )
-    return table
-
-
-def manifest_panel(manifest: RunManifest) -> Panel:
-    return Panel(
-        key_values(
-            [
-                ("sut", manifest.sut_name or "-"),
-                ("scenarios", ", ".join(manifest.scenario_ids or []) or "-"),
-                ("seed", fmt_value(manifest.seed)),
-                ("tags", ", ".join(manifest.tags) or "-"),
-                ("created", fmt_time(manifest.timestamp)),
-                ("config", fmt_value(manifest.config)),
-                ("correlation id", manifest.correlation_id or "-"),
-                ("runstore", manifest.runstore_version or "-"),
-            ]
-        ),
-        title="manifest",
-        title_align="left",
-        expand=False,
-    )
-
-
-def state_panel(state: RunState) -> Panel:
-    rows: list[tuple[str, RenderableType | str]] = [
-        ("status", status_text(state.status)),
-        ("revision", str(state.revision)),
-        ("created", fmt_time(state.created_at)),
-        ("started", fmt_time(state.started_at)),
-        ("finished", fmt_time(state.finished_at)),
-        ("heartbeat", fmt_time(state.heartbeat_at)),
-    ]
-    for name, phase in state.phases.items():
-        total = "?" if phase.total is None else str(phase.total)
-        message = f"  {phase.message}" if phase.message else ""
-        rows.append((f"phase {name}", f"{phase.status} {phase.completed}/{total}{message}"))
-    if state.error:
-        rows.append(("error", Text(state.error, style="red")))
-    return Panel(key_values(rows), title="state", title_align="left", expand=False)
-
-
-def summary_panel(summary: RunSummary | None) -> Panel:
-    if summary is None:
-        body: RenderableType = Text("not finished yet", style="dim")
-    else:
-        body = key_values(
-            [
-                ("status", status_text(summary.status)),
-                ("instances", str(summary.instance_count)),
-                ("passed", Text(str(summary.pass_count), style="green")),
-                (
-                    "failed",
-                    Text(str(summary.fail_count), style="red" if summary.fail_count else ""),
-                ),
-                (
-                    "pass rate",
-                    fmt_pass_rate(summary.pass_rate, summary.pass_count, summary.fail_count),
-                ),
-                ("duration", fmt_duration(summary.duration_ms)),
-                (
-                    "artifacts",
-                    f"{summary.artifact_count} ({fmt_bytes(summary.artifact_bytes)})",
-                ),
-            ]
-        )
-    return Panel(body, title="summary", title_align="left", expand=False)
-
-
-def streams_table(counts: dict[str, int]) -> Table:
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title="streams", title_justify="left")
-    table.add_column("stream", style="cyan")
-    table.add_column("records", justify="right")
-    for name, count in counts.items():
-        table.add_row(Text(name), str(count))
-    return table
-
-
-def artifacts_table(refs: Sequence[ArtifactRef], limit: int) -> Table:
-    shown = refs if limit == 0 else refs[:limit]
-    table = Table(
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-        title=f"artifacts ({len(refs)})",
-        title_justify="left",
-        caption=(
-            f"{len(refs) - len(shown)} more: --artifacts 0 lists all"
-            if len(shown) < len(refs)
-            else None
-        ),
-        caption_justify="left",
-    )
-    table.add_column("name", style="cyan", overflow="fold")
-    table.add_column("kind", no_wrap=True)
-    table.add_column("size", justify="right", no_wrap=True)
-    table.add_column("sha256", no_wrap=True)
-    for ref in shown:
-        table.add_row(Text(ref.name), ref.kind, fmt_bytes(ref.size), ref.sha256[:12])
-    return table
-
-
-def print_commands(console: Console, heading: str, commands: Sequence[str]) -> None:
-    """Commands to paste, one a line, never wrapped (a wrapped command cannot be pasted)."""
-    console.print(heading, style="bold", markup=False)
-    for command in commands:
-        console.print(Text("  " + command))
-
-
-def backend_json(spec: BackendSpec) -> dict[str, Any]:
-    return {
-        "name": spec.name,
-        "schemes": list(spec.schemes),
-        "concerns": sorted(spec.concerns),
-        "fallback": spec.fallback,
-        "distribution": spec.distribution,
-        "description": spec.description,
-    }
-
-
-def backends_table(specs: Sequence[BackendSpec]) -> Table:
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title="backends", title_justify="left")
-    table.add_column("name", style="cyan", no_wrap=True)
-    table.add_column("schemes")
-    table.add_column("concerns")
-    table.add_column("distribution")
-    table.add_column("description")
-    for spec in specs:
-        schemes = ", ".join(f"{s}://" for s in spec.schemes) or "-"
-        if "file" in spec.schemes:
-            schemes += " (and plain paths)"
-        if spec.fallback:
-            schemes += " (and any other)"
-        table.add_row(
-            Text(spec.name),
-            Text(schemes),
-            ", ".join(sorted(spec.concerns)),
-            Text(spec.distribution or "-"),
-            Text(spec.description),
-        )
-    return table
-
-
 def plugins_table(installed: Sequence[PluginInfo]) -> Table:
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title="plugins", title_justify="left")
     table.add_column("name", style="cyan", no_wrap=True)
@@ -402,16 +183,6 @@ def plugins_table(installed: Sequence[PluginInfo]) -> Table:
     for info in installed:
         table.add_row(Text(info.name), Text(info.distribution or "(built in)"), info.version or "-")
     return table
-
-
-def format_record(stream: str, record: Any) -> str:
-    """One record as a line for humans: log lines readable, anything else compact JSON."""
-    if stream == "logs" and isinstance(record, dict) and "message" in record:
-        rest = {k: v for k, v in record.items() if k not in ("ts", "level", "message")}
-        extras = " ".join(f"{k}={fmt_value(v)}" for k, v in rest.items())
-        line = f"{record.get('ts', '-')} {str(record.get('level', '-')).upper():<7} "
-        return f"{line}{record['message']}" + (f"  {extras}" if extras else "")
-    return orjson.dumps(record).decode()
 
 
 # -- 3. error handling --------------------------------------------------------------
@@ -425,14 +196,14 @@ def report_error(cli_ctx: CliContext, exc: RunstoreError) -> None:
 
 
 LAZY_COMMANDS: dict[str, str] = {
-    "cp": "runstore.cli_maintenance:cp",
-    "diff": "runstore.cli_maintenance:diff",
-    "gc": "runstore.cli_maintenance:gc",
-    "recover": "runstore.cli_maintenance:recover",
-    "verify": "runstore.cli_maintenance:verify",
-    "view": "runstore.viewer.command:view",
-    "replay": "runstore.cli_integrations:replay",
-    "schema": "runstore.cli_integrations:schema",
+    "cp": "runstore.cli.maintenance:cp",
+    "diff": "runstore.cli.maintenance:diff",
+    "gc": "runstore.cli.maintenance:gc",
+    "recover": "runstore.cli.maintenance:recover",
+    "verify": "runstore.cli.maintenance:verify",
+    "view": "runstore.cli.view:view",
+    "replay": "runstore.cli.integrations:replay",
+    "schema": "runstore.cli.integrations:schema",
 }
 """Commands that live in their own module, imported only when run: ``name -> "module:attr"``.
 

@@ -17,9 +17,11 @@ import orjson
 from pydantic import BaseModel
 from rich.text import Text
 
-from runstore.cli import CliContext, emit_json, fmt_bytes, json_option, pass_cli, print_commands
-from runstore.errors import InvalidInputError
-from runstore.names import validate_stream_name
+from runstore.cli.app import CliContext, emit_json, json_option, pass_cli
+from runstore.cli.format import fmt_bytes
+from runstore.cli.render import print_commands
+from runstore.model.errors import InvalidInputError
+from runstore.model.names import validate_stream_name
 from runstore.streams import schema as named_schema
 from runstore.streams import schema_of, schemas
 

@@ -8,7 +8,7 @@ from typing import Any, Final
 import orjson
 from pydantic import BaseModel
 
-from runstore.errors import CorruptError, InvalidInputError
+from runstore.model.errors import CorruptError, InvalidInputError
 
 __all__ = ["MAX_RECORD_BYTES", "LineDecoder", "encode_record"]
 
@@ -22,7 +22,7 @@ _dumps = orjson.dumps
 def encode_record(record: Any) -> bytes:
     """One JSONL line (with its newline) for ``record``: a dict or a pydantic model.
 
-    Raises :class:`~runstore.errors.InvalidInputError` for anything that is not
+    Raises :class:`~runstore.model.errors.InvalidInputError` for anything that is not
     a JSON object, is nested deeper than 254 levels, or is larger than
     :data:`MAX_RECORD_BYTES`.
     """

@@ -1,7 +1,7 @@
 """Validation of run ids, stream names and artifact names.
 
 Names are rejected, never normalised: a name either round-trips exactly or
-raises :class:`~runstore.errors.InvalidInputError` before anything is written.
+raises :class:`~runstore.model.errors.InvalidInputError` before anything is written.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from runstore.errors import InvalidInputError
+from runstore.model.errors import InvalidInputError
 
 __all__ = [
     "MAX_ARTIFACT_COMPONENTS",

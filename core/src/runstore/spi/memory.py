@@ -20,8 +20,15 @@ from typing import TypeVar
 
 from pydantic import BaseModel
 
-from runstore._hookimpl import hookimpl
-from runstore.backends import (
+from runstore.model.errors import (
+    AlreadyExistsError,
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    UnsupportedError,
+)
+from runstore.model.run import RunManifest, RunRecord, RunState, RunSummary
+from runstore.spi.backends import (
     ArtifactBackend,
     ArtifactSource,
     BackendSpec,
@@ -34,14 +41,7 @@ from runstore.backends import (
     StreamWriter,
     Target,
 )
-from runstore.errors import (
-    AlreadyExistsError,
-    ConflictError,
-    InvalidInputError,
-    NotFoundError,
-    UnsupportedError,
-)
-from runstore.models import RunManifest, RunRecord, RunState, RunSummary
+from runstore.spi.hookspecs import hookimpl
 
 __all__ = ["MemoryBackend"]
 

@@ -17,21 +17,28 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from typing import Any, Final
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from runstore.backends import BackendSpec, Target
-from runstore.errors import BackendNotFoundError, InvalidInputError
+from runstore.model.errors import BackendNotFoundError, InvalidInputError
+from runstore.spi.backends import BackendSpec, Target
 
-__all__ = ["DEFAULT_STORE", "STORE_ENV", "default_store_url", "parse_target", "select_backend"]
+__all__ = [
+    "DEFAULT_STORE",
+    "PROVIDERS",
+    "STORE_ENV",
+    "default_store_url",
+    "parse_target",
+    "select_backend",
+]
 
 STORE_ENV: Final = "RUNSTORE_URL"
 DEFAULT_STORE: Final = "./runs"
 
 _SCHEME: Final = re.compile(r"([a-z][a-z0-9.\-]*)(?:\+([a-z][a-z0-9.\-]*))?://", re.IGNORECASE)
 
-# Where a scheme's backend comes from, for the "not installed" message.
-_PROVIDERS: Final = {
+PROVIDERS: Final[Mapping[str, str]] = {
     "file": "runstore-local",
     "s3": "runstore-fsspec[s3]",
     "s3a": "runstore-fsspec[s3]",
@@ -39,7 +46,9 @@ _PROVIDERS: Final = {
     "gcs": "runstore-fsspec[gcs]",
     "az": "runstore-fsspec[azure]",
     "abfs": "runstore-fsspec[azure]",
+    "abfss": "runstore-fsspec[azure]",
 }
+"""The package (with its extra) that serves a URL scheme: what "not installed" messages name."""
 
 
 def default_store_url() -> str:
@@ -114,7 +123,7 @@ def select_backend(
     for spec in backends.values():
         if spec.fallback and (spec.accepts is None or spec.accepts(target.scheme)):
             return spec
-    provider = _PROVIDERS.get(target.scheme)
+    provider = PROVIDERS.get(target.scheme)
     hint = f"install {provider}" if provider else "install a runstore plugin that provides it"
     raise BackendNotFoundError(
         f"no installed backend handles {target.scheme}:// (installed: {installed}); {hint}",

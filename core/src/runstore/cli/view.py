@@ -19,8 +19,8 @@ from typing import Final
 import click
 
 from runstore.aio import open as open_async
-from runstore.cli import CliContext, emit_json_line, json_option, pass_cli
-from runstore.errors import UnsupportedError
+from runstore.cli.app import CliContext, emit_json_line, json_option, pass_cli
+from runstore.model.errors import UnsupportedError
 
 __all__ = ["HOST", "view"]
 

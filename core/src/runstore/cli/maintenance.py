@@ -1,7 +1,7 @@
 """``runstore verify``, ``diff``, ``gc`` and ``recover``: keeping a store healthy.
 
-Each command is a thin layer over :mod:`runstore.maintenance` and
-:mod:`runstore.retention`; it is registered through
+Each command is a thin layer over :mod:`runstore.ops.maintenance` and
+:mod:`runstore.ops.retention`; it is registered through
 :data:`runstore.cli.LAZY_COMMANDS` and follows the conventions described in
 :mod:`runstore.cli` (exit status, ``--json``, examples in ``--help``).
 """
@@ -24,16 +24,11 @@ from rich.text import Text
 
 from runstore.aio import AsyncStore
 from runstore.aio import open as open_async
-from runstore.cli import (
-    EXIT_FAILURE,
-    CliContext,
-    emit_json,
-    fmt_bytes,
-    json_option,
-    pass_cli,
-)
-from runstore.errors import InvalidInputError
-from runstore.maintenance import (
+from runstore.cli.app import EXIT_FAILURE, CliContext, emit_json, json_option, pass_cli
+from runstore.cli.format import fmt_bytes
+from runstore.model.errors import InvalidInputError
+from runstore.model.run import RunStatus
+from runstore.ops.maintenance import (
     DEFAULT_STALE_AFTER,
     Difference,
     Problem,
@@ -42,8 +37,7 @@ from runstore.maintenance import (
     recover_runs,
     verify_run,
 )
-from runstore.models import RunStatus
-from runstore.retention import (
+from runstore.ops.retention import (
     Candidate,
     ExpiredStream,
     RetentionPolicy,
@@ -51,8 +45,8 @@ from runstore.retention import (
     expire_streams,
     parse_age,
 )
+from runstore.ops.transfer import CopyProgress, copy_runs
 from runstore.store import open as open_store
-from runstore.transfer import CopyProgress, copy_runs
 
 __all__ = ["cp", "diff", "gc", "recover", "verify"]
 
@@ -63,7 +57,7 @@ RUN_STATUSES: Final = get_args(RunStatus)
 
 def _call(cli_ctx: CliContext, coro: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine of the async API on the store's event loop."""
-    return cli_ctx.store._portal.call(coro)
+    return cli_ctx.store.portal.call(coro)
 
 
 def _progress(cli_ctx: CliContext, label: str) -> Progress:

@@ -4,7 +4,7 @@
 and benchmarks::
 
     >>> import runstore
-    >>> from runstore.demo import run_demo
+    >>> from runstore.cli.demo import run_demo
     >>> with runstore.open("memory://demo-doctest") as store:
     ...     summary = run_demo(store, seed=42, instances=5, run_id="run_demo")
     ...     (summary.instance_count, summary.pass_count + summary.fail_count)
@@ -32,8 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
-from runstore.errors import InvalidInputError
-from runstore.models import RunSummary
+from runstore.model.errors import InvalidInputError
+from runstore.model.run import RunSummary
 from runstore.store import Run, Store
 
 __all__ = ["DEFAULT_INSTANCES", "DEFAULT_SEED", "SCENARIOS", "SUT_NAME", "run_demo"]

@@ -3,29 +3,64 @@
 Built-in implementations (the ``memory`` backend) are registered exactly like
 third-party plugins. ``RUNSTORE_DISABLE_PLUGINS=name1,name2`` blocks plugins
 by their entry-point name.
+
+Scanning the installed distributions for entry points is most of what
+opening a store costs (it grows with every installed package), so the scan
+runs once per process (:func:`entry_points`); each store still gets a fresh
+plugin manager. A plugin installed while a process runs is found by the next
+process, or after :func:`rescan_entry_points`.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import logging
 import os
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
 
 import pluggy
 
-from runstore import hookspecs
-from runstore.backends import BackendSpec
-from runstore.errors import PluginError
-from runstore.models import ArtifactRef, RunManifest, RunState, RunSummary
+from runstore.model.errors import PluginError
+from runstore.model.run import ArtifactRef, RunManifest, RunState, RunSummary
+from runstore.spi import hookspecs
+from runstore.spi.backends import BackendSpec
 
-__all__ = ["ENTRY_POINT_GROUP", "Plugins"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "PluginEntryPoint",
+    "Plugins",
+    "entry_points",
+    "rescan_entry_points",
+]
 
 ENTRY_POINT_GROUP = "runstore.plugins"
 DISABLE_ENV = "RUNSTORE_DISABLE_PLUGINS"
 
 _log = logging.getLogger("runstore.plugins")
+
+
+class PluginEntryPoint(NamedTuple):
+    """An installed plugin: its entry point and the distribution that provides it."""
+
+    point: importlib.metadata.EntryPoint
+    distribution: str | None
+
+
+@functools.cache
+def entry_points() -> tuple[PluginEntryPoint, ...]:
+    """The ``runstore.plugins`` entry points, scanned once per process (first one per name)."""
+    found: dict[str, PluginEntryPoint] = {}
+    for point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = point.dist.name if point.dist is not None else None
+        found.setdefault(point.name, PluginEntryPoint(point, dist))
+    return tuple(found.values())
+
+
+def rescan_entry_points() -> None:
+    """Forget the scan: the next store sees plugins installed since it ran."""
+    entry_points.cache_clear()
 
 
 class Plugins:
@@ -37,7 +72,7 @@ class Plugins:
     """
 
     def __init__(self, plugins: Iterable[object] = (), *, load_entrypoints: bool = True) -> None:
-        from runstore import memory
+        from runstore.spi import memory
 
         pm = pluggy.PluginManager("runstore")
         pm.add_hookspecs(hookspecs)
@@ -46,17 +81,13 @@ class Plugins:
             pm.set_blocked(name)
         if "memory" not in disabled:
             pm.register(memory, name="memory")
-        if load_entrypoints:
-            try:
-                pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
-            except Exception as exc:
-                name = _failing_entry_point(pm, exc) or "<name>"
-                raise PluginError(
-                    f"runstore plugin {name!r} failed to load: {exc}; "
-                    f"reinstall it or block it with {DISABLE_ENV}={name}",
-                    details={"plugin": name, "error": repr(exc)},
-                ) from exc
         self._pm = pm
+        self._callers: dict[str, list[tuple[str, Callable[..., Any]]]] = {}
+        self._distributions: dict[str, str] = {}
+        if load_entrypoints:
+            for point, distribution in entry_points():
+                if not pm.has_plugin(point.name) and not pm.is_blocked(point.name):
+                    self._load(point, distribution)
         for plugin in plugins:
             self._register(plugin)
         try:
@@ -74,12 +105,24 @@ class Plugins:
         return sorted(n for n, p in self._pm.list_name_plugin() if p is not None)  # not blocked
 
     def distribution_of(self, plugin_name: str) -> str | None:
-        for plugin, dist in self._pm.list_plugin_distinfo():
-            if self._pm.get_name(plugin) == plugin_name:
-                return str(dist.project_name)
-        return None
+        """The distribution that installed the plugin (``None`` for built-in or given ones)."""
+        return self._distributions.get(plugin_name)
+
+    def _load(self, point: importlib.metadata.EntryPoint, distribution: str | None) -> None:
+        try:
+            plugin = point.load()
+            self._pm.register(plugin, name=point.name)
+        except Exception as exc:
+            raise PluginError(
+                f"runstore plugin {point.name!r} failed to load: {exc}; "
+                f"reinstall it or block it with {DISABLE_ENV}={point.name}",
+                details={"plugin": point.name, "error": repr(exc)},
+            ) from exc
+        if distribution is not None:
+            self._distributions[point.name] = distribution
 
     def _register(self, plugin: object) -> None:
+        self._callers.clear()
         try:
             self._pm.register(plugin)
         except pluggy.PluginValidationError as exc:
@@ -99,6 +142,7 @@ class Plugins:
         except pluggy.PluginValidationError as exc:
             error = _mismatch(self._pm, exc)
             self._pm.unregister(plugin)
+            self._callers.clear()
             raise error from exc
 
     def backends(self) -> dict[str, BackendSpec]:
@@ -125,25 +169,38 @@ class Plugins:
 
     # -- events: observers never break the writer ---------------------------------
 
+    def _observers(self, hook: str) -> list[tuple[str, Callable[..., Any]]]:
+        """One hook caller per observer of ``hook``, in pluggy's order.
+
+        Calls go through pluggy (so its hook-call monitoring and tracing see
+        them), one observer at a time: a failing observer must not hide the
+        event from the others. Wrappers need the whole chain: one caller then.
+        """
+        callers = self._callers.get(hook)
+        if callers is None:
+            caller = getattr(self._pm.hook, hook)
+            impls = caller.get_hookimpls()
+            if any(impl.hookwrapper or impl.wrapper for impl in impls):
+                callers = [("observers", caller)]
+            else:
+                plugins = self._pm.get_plugins()
+                callers = [
+                    (
+                        _display_name(self._pm, impl.plugin),
+                        self._pm.subset_hook_caller(hook, plugins - {impl.plugin}),
+                    )
+                    for impl in reversed(impls)  # pluggy calls the list reversed
+                ]
+            self._callers[hook] = callers
+        return callers
+
     def _notify(self, hook: str, **kwargs: Any) -> None:
-        caller = getattr(self._pm.hook, hook)
-        impls = caller.get_hookimpls()
-        if any(impl.hookwrapper or impl.wrapper for impl in impls):
+        for name, caller in self._observers(hook):
             try:
                 caller(**kwargs)
             except Exception:
-                _log.exception("runstore observer failed in %s; the store is unaffected", hook)
-            return
-        # One call per observer, in pluggy's order (it calls the list reversed):
-        # a failing observer must not hide the event from the others.
-        for impl in reversed(impls):
-            try:
-                impl.function(*[kwargs[arg] for arg in impl.argnames])
-            except Exception:
                 _log.exception(
-                    "runstore observer %r failed in %s; the store is unaffected",
-                    _display_name(self._pm, impl.plugin),
-                    hook,
+                    "runstore observer %r failed in %s; the store is unaffected", name, hook
                 )
 
     def run_created(self, manifest: RunManifest, state: RunState) -> None:
@@ -177,20 +234,6 @@ def _mismatch(pm: pluggy.PluginManager, exc: pluggy.PluginValidationError) -> Pl
     name = _display_name(pm, exc.plugin)
     return PluginError(
         f"plugin {name!r} does not match runstore's hooks: {exc}; "
-        "check the hook names and arguments against runstore.hookspecs",
+        "check the hook names and arguments against runstore.spi.hookspecs",
         details={"plugin": name},
     )
-
-
-def _failing_entry_point(pm: pluggy.PluginManager, exc: Exception) -> str | None:
-    """Which entry point failed to load (asked only after loading them failed)."""
-    for point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        if pm.is_blocked(point.name):
-            continue
-        try:
-            loaded = point.load()
-        except Exception:
-            return point.name
-        if isinstance(exc, pluggy.PluginValidationError) and loaded is exc.plugin:
-            return point.name
-    return None

@@ -37,7 +37,16 @@ class Portal:
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
+        """The portal's loop, started on first use."""
         return self._ensure()
+
+    def running_loop(self) -> asyncio.AbstractEventLoop | None:
+        """The portal's loop if it has been started (never starts one)."""
+        return self._loop
+
+    def in_loop_thread(self) -> bool:
+        """Whether the caller runs on the portal's own thread."""
+        return threading.current_thread() is self._thread
 
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the portal loop and wait for its result."""

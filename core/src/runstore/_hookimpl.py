@@ -1,4 +1,0 @@
-import pluggy
-
-hookimpl = pluggy.HookimplMarker("runstore")
-"""Marker for hook implementations: ``@runstore.hookimpl``."""

@@ -1,0 +1,352 @@
+"""Copy runs between any two stores (local <-> S3, memory -> local, ...).
+
+>>> report = copy_runs(runstore.open("runs"), runstore.open("s3://bucket/runs"))  # doctest: +SKIP
+
+What is copied is the run exactly as stored: manifest, final state and
+summary (timestamps and revision included), every stream byte for byte, and
+every artifact. It goes through the backend interfaces, so the destination
+produces its own layout (segments on object stores, ...).
+
+* **Verified**: every stream is hashed (sha256) on both sides after the copy;
+  every artifact is hashed while it streams and must match the sha256 in the
+  source's ``artifacts.jsonl`` before the destination keeps it.
+* **Resumable**: a run whose destination state already equals the source
+  state is skipped (the state is written last, so it marks a complete copy);
+  an interrupted copy continues where it stopped: streams are appended from
+  the destination's length on (after checking that what is there is a prefix
+  of the source), artifacts already stored with the right sha256 are kept.
+* **Live runs** (not finished) are left alone and reported, since they are
+  still changing.
+
+``progress`` is called after every stream, artifact and run with a
+:class:`CopyProgress`, e.g. to drive a progress bar.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from runstore.aio import AsyncStore
+from runstore.model.checks import checked_async
+from runstore.model.errors import ConflictError, CorruptError, NotFoundError
+from runstore.model.names import validate_run_id
+from runstore.model.run import ArtifactRef, RunRecord, RunState
+from runstore.spi.layout import ARTIFACTS_STREAM
+from runstore.store import Store
+
+__all__ = ["CopyProgress", "CopyReport", "acopy_runs", "copy_runs"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class CopyProgress:
+    """One step of a copy.
+
+    :ivar run_id: the run being copied.
+    :ivar item: ``"stream:<name>"``, ``"artifact:<name>"``, or ``None`` when the
+        run is done.
+    :ivar runs_done: runs finished so far (copied or skipped).
+    :ivar runs_total: runs to look at.
+    :ivar bytes_copied: bytes transferred so far, over all runs.
+    :ivar skipped: the item (or run) was already identical at the destination.
+    """
+
+    run_id: str
+    item: str | None
+    runs_done: int
+    runs_total: int
+    bytes_copied: int
+    skipped: bool = False
+
+
+@dataclass
+class CopyReport:
+    """What :func:`copy_runs` did."""
+
+    copied: list[str] = field(default_factory=list)
+    """Runs written (completely or in part) by this call."""
+    skipped: list[str] = field(default_factory=list)
+    """Runs already identical at the destination."""
+    live: list[str] = field(default_factory=list)
+    """Runs not finished yet, left alone."""
+    bytes_copied: int = 0
+
+
+ProgressCallback = Callable[[CopyProgress], None]
+
+
+class _Side:
+    """A store and the event loop its backends live on.
+
+    A sync :class:`~runstore.store.Store` runs its backends on a private loop;
+    calls are hopped onto it, so two sync stores can be copied between
+    although each is bound to its own loop.
+    """
+
+    def __init__(self, store: Store | AsyncStore) -> None:
+        if isinstance(store, Store):
+            self.store = store.aio
+            self.loop: asyncio.AbstractEventLoop | None = store.portal.loop
+        else:
+            self.store = store
+            self.loop = None
+
+    async def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        loop = self.loop
+        if loop is None or loop is asyncio.get_running_loop():
+            return await coro
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
+
+    async def iterate(self, agen: AsyncIterator[T]) -> AsyncGenerator[T, None]:
+        async def step() -> T:
+            return await agen.__anext__()
+
+        try:
+            while True:
+                try:
+                    item = await self.call(step())
+                except StopAsyncIteration:
+                    return
+                yield item
+        finally:
+            aclose: Callable[[], Awaitable[None]] | None = getattr(agen, "aclose", None)
+            if aclose is not None:
+
+                async def close() -> None:
+                    await aclose()
+
+                await self.call(close())
+
+
+def copy_runs(
+    src: Store | AsyncStore,
+    dst: Store | AsyncStore,
+    run_ids: Iterable[str] | None = None,
+    *,
+    progress: ProgressCallback | None = None,
+) -> CopyReport:
+    """Copy runs from ``src`` to ``dst`` (every run when ``run_ids`` is ``None``).
+
+    Blocking; call :func:`acopy_runs` from async code. Raises
+    :class:`~runstore.model.errors.NotFoundError` for a requested run that ``src``
+    does not have (before copying anything),
+    :class:`~runstore.model.errors.ConflictError` when ``dst`` holds a different run
+    under the same id, :class:`~runstore.model.errors.CorruptError` when source
+    bytes do not match their recorded sha256.
+    """
+    return asyncio.run(acopy_runs(src, dst, run_ids, progress=progress))
+
+
+async def acopy_runs(
+    src: Store | AsyncStore,
+    dst: Store | AsyncStore,
+    run_ids: Iterable[str] | None = None,
+    *,
+    progress: ProgressCallback | None = None,
+) -> CopyReport:
+    """The async form of :func:`copy_runs`."""
+    return await _Copy(_Side(src), _Side(dst), progress).run(run_ids)
+
+
+class _Copy:
+    def __init__(self, src: _Side, dst: _Side, progress: ProgressCallback | None) -> None:
+        self.src = src
+        self.dst = dst
+        self.progress = progress
+        self.report = CopyReport()
+        self.done = 0
+        self.total = 0
+
+    def _tell(self, run_id: str, item: str | None, *, skipped: bool = False) -> None:
+        if self.progress is not None:
+            self.progress(
+                CopyProgress(
+                    run_id=run_id,
+                    item=item,
+                    runs_done=self.done,
+                    runs_total=self.total,
+                    bytes_copied=self.report.bytes_copied,
+                    skipped=skipped,
+                )
+            )
+
+    async def run(self, run_ids: Iterable[str] | None) -> CopyReport:
+        state = self.src.store.state_backend
+        if run_ids is None:
+            ids = sorted(await self.src.call(state.list_run_ids()))
+        else:
+            ids = [validate_run_id(r) for r in dict.fromkeys(run_ids)]
+            for run_id in ids:
+                await self.src.call(state.read_manifest(run_id))  # NotFoundError before copying
+        self.total = len(ids)
+        for run_id in ids:
+            await self._copy_run(run_id)
+            self.done += 1
+            self._tell(run_id, None, skipped=run_id in self.report.skipped)
+        return self.report
+
+    async def _copy_run(self, run_id: str) -> None:
+        src_state_backend = self.src.store.state_backend
+        dst_state_backend = self.dst.store.state_backend
+        try:
+            state = await self.src.call(src_state_backend.read_state(run_id))
+        except NotFoundError:
+            return  # deleted at the source since it was listed
+        if not state.is_terminal:
+            self.report.live.append(run_id)
+            return
+        manifest = await self.src.call(src_state_backend.read_manifest(run_id))
+        summary = await self.src.call(src_state_backend.read_summary(run_id))
+        try:
+            there: RunState | None = await self.dst.call(dst_state_backend.read_state(run_id))
+        except NotFoundError:
+            there = None
+        if there is not None:
+            theirs = await self.dst.call(dst_state_backend.read_manifest(run_id))
+            if theirs != manifest:
+                raise ConflictError(
+                    f"run {run_id!r} exists at the destination with another manifest; "
+                    "it is a different run: delete it there or copy under another store",
+                    details={"run_id": run_id},
+                )
+            if there == state:
+                self.report.skipped.append(run_id)
+                return
+        else:
+            # Created as a copy in progress; the final state, written last, completes it.
+            there = state.model_copy(
+                update={
+                    "status": "running",
+                    "revision": max(state.revision - 1, 0),
+                    "finished_at": None,
+                    "error": None,
+                }
+            )
+            await self.dst.call(dst_state_backend.create_run(manifest, there))
+        self.report.copied.append(run_id)
+        streams = await self.src.call(self.src.store.log_backend.list_streams(run_id))
+        for stream in streams:
+            await self._copy_stream(run_id, stream)
+        if ARTIFACTS_STREAM in streams:
+            for ref in await self._artifact_refs(run_id):
+                await self._copy_artifact(ref)
+        if summary is not None:
+            await self.dst.call(dst_state_backend.write_summary(summary))
+        await self.dst.call(self.dst.store.log_backend.finalize(run_id))
+        await self.dst.call(
+            dst_state_backend.write_state(
+                state,
+                expected_revision=there.revision,
+                record=RunRecord.build(manifest, state, summary),
+            )
+        )
+
+    async def _hash_stream(
+        self, side: _Side, run_id: str, stream: str, limit: int | None = None
+    ) -> tuple[int, str]:
+        """``(bytes, sha256)`` of the stream's complete lines (within its first ``limit`` bytes)."""
+        digest = hashlib.sha256()
+        size = seen = 0
+        pending = b""
+        source = side.iterate(side.store.log_backend.read_bytes(run_id, stream))
+        async with contextlib.aclosing(source) as chunks:
+            async for raw in chunks:
+                chunk = raw if limit is None else raw[: limit - seen]
+                seen += len(chunk)
+                data = pending + chunk
+                cut = data.rfind(b"\n") + 1
+                digest.update(data[:cut])
+                size += cut
+                pending = data[cut:]
+                if limit is not None and seen >= limit:
+                    break
+        return size, digest.hexdigest()
+
+    async def _copy_stream(self, run_id: str, stream: str) -> None:
+        have, have_hash = await self._hash_stream(self.dst, run_id, stream)
+        if have:
+            prefix, prefix_hash = await self._hash_stream(self.src, run_id, stream, limit=have)
+            if (prefix, prefix_hash) != (have, have_hash):
+                raise ConflictError(
+                    f"stream {stream!r} of run {run_id!r} at the destination is not a copy "
+                    "of the source's; delete the run there and copy again",
+                    details={"run_id": run_id, "stream": stream},
+                )
+        writer = await self.dst.call(self.dst.store.log_backend.open_writer(run_id, stream))
+        copied = 0
+        tail = b""
+        try:
+            source = self.src.store.log_backend.read_bytes(run_id, stream, have)
+            async for chunk in self.src.iterate(source):
+                data = tail + chunk
+                cut = data.rfind(b"\n") + 1
+                tail = data[cut:]
+                if cut and not writer.write(data[:cut]):
+                    await self.dst.call(writer.commit())
+                copied += cut
+        finally:
+            await self.dst.call(writer.close())
+        self.report.bytes_copied += copied
+        # a torn tail (a write cut off in the source) is not part of the stream's records
+        expected = await self._hash_stream(self.src, run_id, stream)
+        if await self._hash_stream(self.dst, run_id, stream) != expected:
+            raise CorruptError(
+                f"stream {stream!r} of run {run_id!r} differs after copying "
+                "(sha256 mismatch); the source changed meanwhile or a store is damaged",
+                details={"run_id": run_id, "stream": stream},
+            )
+        self._tell(run_id, f"stream:{stream}", skipped=copied == 0)
+
+    async def _artifact_refs(self, run_id: str) -> list[ArtifactRef]:
+        from runstore.model.records import LineDecoder
+
+        decoder = LineDecoder(ARTIFACTS_STREAM)
+        refs: dict[str, ArtifactRef] = {}
+        source = self.src.store.log_backend.read_bytes(run_id, ARTIFACTS_STREAM)
+        async for chunk in self.src.iterate(source):
+            for data in decoder.decode(decoder.feed(chunk)):
+                ref = ArtifactRef.model_validate(data)
+                refs.setdefault(ref.name, ref)
+        return list(refs.values())
+
+    async def _stored_sha256(self, ref: ArtifactRef) -> str | None:
+        digest = hashlib.sha256()
+        chunks = self.dst.store.artifact_backend.read_chunks(ref.run_id, ref.name)
+        try:
+            async for chunk in self.dst.iterate(chunks):
+                digest.update(chunk)
+        except NotFoundError:
+            return None
+        return digest.hexdigest()
+
+    async def _copy_artifact(self, ref: ArtifactRef) -> None:
+        item = f"artifact:{ref.name}"
+        stored = await self._stored_sha256(ref)
+        if stored == ref.sha256:
+            self._tell(ref.run_id, item, skipped=True)
+            return
+        if stored is not None:
+            raise ConflictError(
+                f"artifact {ref.name!r} of run {ref.run_id!r} exists at the destination "
+                "with other bytes; delete the run there and copy again",
+                details={"run_id": ref.run_id, "name": ref.name},
+            )
+        chunks = self.src.store.artifact_backend.read_chunks(ref.run_id, ref.name)
+
+        async def counted() -> AsyncIterator[bytes]:
+            async for chunk in self.src.iterate(chunks):
+                self.report.bytes_copied += len(chunk)
+                yield chunk
+
+        # Checked inside the upload, so the destination never keeps damaged bytes.
+        what = f"artifact {ref.name!r} of run {ref.run_id!r} at the source"
+        verified = checked_async(counted(), ref, what)
+        put = self.dst.store.artifact_backend.put(ref.run_id, ref.name, verified)
+        await self.dst.call(put)
+        self._tell(ref.run_id, item)
