@@ -394,13 +394,17 @@ class AsyncRun:
         Inside ``run.instance(...)`` / ``run.step(...)`` the record gets the
         correlation ids it lacks (:mod:`runstore.context`).
         """
-        await self.core.append(stream, record)
+        core = self.core  # the fast path, flat: see RunCore.write
+        line = core.encode(record)
+        writer = core.writers.get(stream) if type(stream) is str else None
+        if writer is None:  # the slow path validates the name
+            writer = await core.open_writer(stream)
+        if not core.write(writer, stream, line, record):
+            await writer.commit()
 
     async def log(self, level: str, message: str, **fields: Any) -> None:
         """Append a log line (``ts``, ``level``, ``message``, extra fields) to ``logs``."""
-        await self.core.append(
-            "logs", {"ts": utcnow(), "level": level, "message": message, **fields}
-        )
+        await self.append("logs", {"ts": utcnow(), "level": level, "message": message, **fields})
 
     def instance(self, instance_id: str, *, trace_id: str | None = None) -> Scope:
         """``with`` / ``async with run.instance(id):`` correlates what runs inside with it."""

@@ -23,10 +23,11 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import itertools
 import mimetypes
 import os
 import threading
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, Literal, Protocol, get_args
 
@@ -158,6 +159,28 @@ def _build_backends(
 # -- a run's write path -----------------------------------------------------------------
 
 
+class _Tally:
+    """A record counter that appending threads bump without taking a lock.
+
+    ``next()`` on an :func:`itertools.count` is one C call, atomic under the
+    GIL, where ``d[k] += 1`` is not; a lock around it costs ~0.2 us an append,
+    6% of the whole append path. Reading takes one tick, which is remembered;
+    reads happen under the run's lock.
+    """
+
+    __slots__ = ("_reads", "_ticks", "bump")
+
+    def __init__(self) -> None:
+        self._ticks = itertools.count()
+        self._reads = 0
+        self.bump = self._ticks.__next__
+
+    def value(self) -> int:
+        value = next(self._ticks) - self._reads
+        self._reads += 1
+        return value
+
+
 class StoredRun(Protocol):
     """What :meth:`RunCore.restore` reads a stored run through (an ``AsyncRunView``)."""
 
@@ -194,7 +217,9 @@ class RunCore:
         self.portal: Portal | None = None
         """The sync API's loop, when a sync :class:`runstore.Run` drives this core."""
         self._lock = threading.Lock()
-        self._counts: dict[str, int] = {}
+        self._tallies: dict[str, _Tally] = {}
+        self._bumps: dict[str, Callable[[], int]] = {}
+        """The fast path's counters: a stream's tally, once it has one."""
         self._pass = 0
         self._fail = 0
         self._artifacts: dict[str, ArtifactRef] = {}
@@ -210,8 +235,11 @@ class RunCore:
     @property
     def record_counts(self) -> dict[str, int]:
         """Records appended per stream by this writer."""
+        return self._counts()
+
+    def _counts(self) -> dict[str, int]:
         with self._lock:
-            return dict(self._counts)
+            return {stream: tally.value() for stream, tally in self._tallies.items()}
 
     @property
     def released(self) -> bool:
@@ -230,10 +258,16 @@ class RunCore:
         """Hand ``line`` to ``writer`` and count it; ``True`` if it is durable already.
 
         When it returns ``False`` the caller commits (:meth:`StreamWriter.commit`,
-        or ``commit_sync``) before it acknowledges the record.
+        or ``commit_sync``) before it acknowledges the record. The hot path:
+        every face calls it once per record, so it is written out flat.
         """
         durable = writer.write(line)
-        self.count(stream, record)  # written: counted even if the commit fails
+        # written: counted even if the commit fails
+        bump = self._bumps.get(stream)
+        if bump is None:
+            self.count(stream, record)
+        else:
+            bump()
         return durable
 
     def count(self, stream: str, record: Any) -> None:
@@ -244,7 +278,12 @@ class RunCore:
                 record.get("status") if type(record) is dict else getattr(record, "status", None)
             )
         with self._lock:
-            self._counts[stream] = self._counts.get(stream, 0) + 1
+            tally = self._tallies.get(stream)
+            if tally is None:
+                tally = self._tallies[stream] = _Tally()
+                if stream != "instances":  # instances are also counted by outcome
+                    self._bumps[stream] = tally.bump
+            tally.bump()
             if status == "passed":
                 self._pass += 1
             elif status == "failed":
@@ -272,14 +311,6 @@ class RunCore:
             await opened.close()
         return writer
 
-    async def append(self, stream: str, record: Any) -> None:
-        """Append one record from the driving loop (the async API's path)."""
-        line = self.encode(record)
-        writer = self.writers.get(stream) if type(stream) is str else None
-        writer = writer or await self.open_writer(stream)  # the slow path validates the name
-        if not self.write(writer, stream, line, record):
-            await writer.commit()
-
     async def flush(self) -> None:
         """Make every record written so far durable."""
         for stream, writer in self._all_writers():
@@ -291,8 +322,7 @@ class RunCore:
             return [*self.writers.items(), *self._internal.items()]
 
     def _flushed(self, stream: str) -> None:
-        with self._lock:
-            count = self._counts.get(stream, 0)
+        count = self._counts().get(stream, 0)
         self.store.plugins.stream_flushed(self.run_id, stream, count)
 
     # -- state ------------------------------------------------------------------------
@@ -489,8 +519,9 @@ class RunCore:
     def _summarise(self, status: RunStatus) -> RunSummary:
         finished = utcnow()
         started = self.state.started_at or self.state.created_at
+        counts = self._counts()
         with self._lock:
-            counts, passed, failed = dict(self._counts), self._pass, self._fail
+            passed, failed = self._pass, self._fail
             refs = list(self._artifacts.values())
         judged = passed + failed
         return RunSummary(
