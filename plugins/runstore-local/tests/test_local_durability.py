@@ -126,7 +126,7 @@ def test_second_writer_on_one_stream_is_refused(store: runstore.Store) -> None:
         await store.aio.log_backend.open_writer("run_two", "steps")
 
     with pytest.raises(ConflictError):
-        store._portal.call(second())
+        store.portal.call(second())
 
 
 def test_fsync_durability_group_commits_concurrent_producers(root: Path) -> None:

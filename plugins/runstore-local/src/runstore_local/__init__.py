@@ -1,5 +1,21 @@
 """runstore's local filesystem backend: bare paths and ``file://`` URLs."""
 
-from runstore_local.backend import LocalBackend
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from runstore_local.backend import LocalBackend
 
 __all__ = ["LocalBackend"]
+
+
+def __getattr__(name: str) -> object:
+    # Python imports this package before the entry point runstore_local.plugin,
+    # so an eager import here would load the backend and its SQLite index in
+    # every process that merely discovers plugins.
+    if name == "LocalBackend":
+        from runstore_local.backend import LocalBackend
+
+        return LocalBackend
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -41,6 +41,7 @@ from runstore.spi.backends import (
     StreamWriter,
     Target,
 )
+from runstore_local._errors import translating
 from runstore_local.fs import (
     CREATE_FLAGS,
     DIR_FLAGS,
@@ -53,7 +54,6 @@ from runstore_local.fs import (
     read_file,
     refuse_link,
     temp_name,
-    translate,
     write_all,
 )
 from runstore_local.index import RunIndex
@@ -70,31 +70,21 @@ class LocalBackend(StateBackend, LogBackend, ArtifactBackend):
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
-        try:
+        where = str(self.root)
+        with translating(f"cannot open store {where!r}", path=where):
             self.root.mkdir(parents=True, exist_ok=True)
             self._root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except OSError as exc:
-            raise translate(
-                exc, f"cannot open store {str(self.root)!r}", path=str(self.root)
-            ) from exc
         try:  # a store that fails to open leaks no descriptor
-            try:
+            with translating(f"cannot open store {where!r}", path=where):
                 self._tmp_fd = open_dir(self._root_fd, [layout.BOOKKEEPING_DIR, "tmp"], create=True)
-            except OSError as exc:
-                raise translate(
-                    exc, f"cannot open store {str(self.root)!r}", path=str(self.root)
-                ) from exc
             try:
                 # SQLite opens the index by name and follows links: refuse planted ones.
-                with opened(open_dir(self._root_fd, [layout.BOOKKEEPING_DIR])) as bookkeeping:
+                with (
+                    translating(f"cannot open the run index of {where!r}", path=where),
+                    opened(open_dir(self._root_fd, [layout.BOOKKEEPING_DIR])) as bookkeeping,
+                ):
                     for suffix in ("", "-wal", "-shm", "-journal"):
                         refuse_link(bookkeeping, _INDEX + suffix)
-            except OSError as exc:
-                os.close(self._tmp_fd)
-                raise translate(
-                    exc, f"cannot open the run index of {str(self.root)!r}", path=str(self.root)
-                ) from exc
-            try:
                 self._index = RunIndex(str(self.root / layout.BOOKKEEPING_DIR / _INDEX))
             except BaseException:
                 os.close(self._tmp_fd)
@@ -134,29 +124,26 @@ class LocalBackend(StateBackend, LogBackend, ArtifactBackend):
 
     @contextmanager
     def _run_dir(self, run_id: str) -> Iterator[int]:
-        try:
-            fd = open_run_dir(self._root_fd, run_id)
-        except OSError as exc:
-            error = translate(exc, f"run {run_id!r}", run_id=run_id)
-            if isinstance(error, NotFoundError):
-                error = NotFoundError(
+        with translating(f"run {run_id!r}", run_id=run_id):
+            try:
+                fd = open_run_dir(self._root_fd, run_id)
+            except FileNotFoundError as exc:
+                raise NotFoundError(
                     f"run {run_id!r} not found in {str(self.root)!r}; 'runstore ls' lists the runs",
                     details={"run_id": run_id},
-                )
-            raise error from exc
+                ) from exc
         with opened(fd):
             yield fd
 
     def _read_snapshot(self, run_id: str, name: str, model: type[BaseModel]) -> Any:
-        with self._run_dir(run_id) as run_fd:
+        with (
+            self._run_dir(run_id) as run_fd,
+            translating(f"cannot read {name} of run {run_id!r}", run_id=run_id),
+        ):
             try:
                 data = read_file(run_fd, name)
             except FileNotFoundError:
                 return None
-            except OSError as exc:
-                raise translate(
-                    exc, f"cannot read {name} of run {run_id!r}", run_id=run_id
-                ) from exc
         try:
             return model.model_validate_json(data)
         except ValidationError as exc:
@@ -167,10 +154,8 @@ class LocalBackend(StateBackend, LogBackend, ArtifactBackend):
             ) from None
 
     def _write_snapshot(self, run_fd: int, name: str, model: BaseModel, run_id: str) -> None:
-        try:
+        with translating(f"cannot write {name} of run {run_id!r}", run_id=run_id):
             atomic_write(run_fd, name, layout.dump_snapshot(model), self._tmp_fd)
-        except OSError as exc:
-            raise translate(exc, f"cannot write {name} of run {run_id!r}", run_id=run_id) from exc
 
     @contextmanager
     def _locked(self, run_fd: int) -> Iterator[None]:
@@ -184,28 +169,26 @@ class LocalBackend(StateBackend, LogBackend, ArtifactBackend):
 
     async def create_run(self, manifest: RunManifest, state: RunState) -> None:
         run_id = manifest.run_id
-        try:
-            os.mkdir(run_id, 0o755, dir_fd=self._root_fd)  # the atomic claim of the id
-        except FileExistsError:
-            raise AlreadyExistsError(
-                f"run {run_id!r} already exists in {str(self.root)!r}; pick another run id",
-                details={"run_id": run_id},
-            ) from None
-        except OSError as exc:
-            raise translate(exc, f"cannot create run {run_id!r}", run_id=run_id) from exc
-        try:
-            run_fd = open_run_dir(self._root_fd, run_id)
-        except OSError as exc:
-            _unclaim(self._root_fd, run_id, None)
-            raise translate(exc, f"cannot create run {run_id!r}", run_id=run_id) from exc
+        creating = f"cannot create run {run_id!r}"
+        with translating(creating, run_id=run_id):
+            try:
+                os.mkdir(run_id, 0o755, dir_fd=self._root_fd)  # the atomic claim of the id
+            except FileExistsError:
+                raise AlreadyExistsError(
+                    f"run {run_id!r} already exists in {str(self.root)!r}; pick another run id",
+                    details={"run_id": run_id},
+                ) from None
+            try:
+                run_fd = open_run_dir(self._root_fd, run_id)
+            except OSError:
+                _unclaim(self._root_fd, run_id, None)
+                raise
         with opened(run_fd):
             try:
                 self._write_snapshot(run_fd, layout.MANIFEST, manifest, run_id)
                 self._write_snapshot(run_fd, layout.STATE, state, run_id)
-                try:
+                with translating(creating, run_id=run_id):
                     fsync_dir(self._root_fd)
-                except OSError as exc:
-                    raise translate(exc, f"cannot create run {run_id!r}", run_id=run_id) from exc
                 self._index.upsert(RunRecord.build(manifest, state))
             except BaseException:
                 # All or nothing: free the id again, so that retrying the same id works.
@@ -288,20 +271,19 @@ class LocalBackend(StateBackend, LogBackend, ArtifactBackend):
 
     async def delete_run(self, run_id: str) -> None:
         self._index.delete(run_id)
-        try:
-            fd = os.open(run_id, DIR_FLAGS, dir_fd=self._root_fd)
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            raise translate(exc, f"cannot delete run {run_id!r}", run_id=run_id) from exc
+        deleting = f"cannot delete run {run_id!r}"
+        with translating(deleting, run_id=run_id):
+            try:
+                fd = os.open(run_id, DIR_FLAGS, dir_fd=self._root_fd)
+            except FileNotFoundError:
+                return
         with opened(fd):
             _remove_tree_contents(fd)
-        try:
-            os.rmdir(run_id, dir_fd=self._root_fd)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise translate(exc, f"cannot delete run {run_id!r}", run_id=run_id) from exc
+        with translating(deleting, run_id=run_id):
+            try:
+                os.rmdir(run_id, dir_fd=self._root_fd)
+            except FileNotFoundError:
+                pass
 
     # -- logs -----------------------------------------------------------------
 
@@ -315,15 +297,14 @@ class LocalBackend(StateBackend, LogBackend, ArtifactBackend):
 
     async def read_bytes(self, run_id: str, stream: str, offset: int = 0) -> AsyncIterator[bytes]:
         name = stream + layout.STREAM_SUFFIX
-        with self._run_dir(run_id) as run_fd:
+        with (
+            self._run_dir(run_id) as run_fd,
+            translating(f"cannot read {name} of run {run_id!r}", run_id=run_id),
+        ):
             try:
                 fd = os.open(name, READ_FLAGS, dir_fd=run_fd)
             except FileNotFoundError:
                 return
-            except OSError as exc:
-                raise translate(
-                    exc, f"cannot read {name} of run {run_id!r}", run_id=run_id
-                ) from exc
         with opened(fd):
             position = offset
             while True:
@@ -341,27 +322,23 @@ class LocalBackend(StateBackend, LogBackend, ArtifactBackend):
 
     async def stream_size(self, run_id: str, stream: str) -> int:
         name = stream + layout.STREAM_SUFFIX
-        with self._run_dir(run_id) as run_fd:
+        with (
+            self._run_dir(run_id) as run_fd,
+            translating(f"cannot stat {name} of run {run_id!r}", run_id=run_id),
+        ):
             try:
                 return os.stat(name, dir_fd=run_fd, follow_symlinks=False).st_size
             except FileNotFoundError:
                 return 0
-            except OSError as exc:
-                raise translate(
-                    exc, f"cannot stat {name} of run {run_id!r}", run_id=run_id
-                ) from exc
 
     async def delete_stream(self, run_id: str, stream: str) -> None:
         name = stream + layout.STREAM_SUFFIX
         with self._run_dir(run_id) as run_fd:
-            try:
-                os.unlink(name, dir_fd=run_fd)
-            except FileNotFoundError:
-                return
-            except OSError as exc:
-                raise translate(
-                    exc, f"cannot delete {name} of run {run_id!r}", run_id=run_id
-                ) from exc
+            with translating(f"cannot delete {name} of run {run_id!r}", run_id=run_id):
+                try:
+                    os.unlink(name, dir_fd=run_fd)
+                except FileNotFoundError:
+                    return
             fsync_dir(run_fd)
 
     # -- artifacts --------------------------------------------------------------
@@ -375,67 +352,61 @@ class LocalBackend(StateBackend, LogBackend, ArtifactBackend):
         tmp = temp_name("artifact")
         digest = hashlib.sha256()
         size = 0
-        try:
+        with translating(f"cannot store {what}", run_id=run_id, name=name):
             fd = os.open(tmp, CREATE_FLAGS, 0o644, dir_fd=self._tmp_fd)
-        except OSError as exc:
-            raise translate(exc, f"cannot store {what}", run_id=run_id, name=name) from exc
-        try:
-            with opened(fd):
-                if isinstance(source, bytes):
-                    digest.update(source)
-                    write_all(fd, source)
-                    size = len(source)
-                else:
-                    async for chunk in source:
-                        digest.update(chunk)
-                        write_all(fd, chunk)
-                        size += len(chunk)
-                os.fsync(fd)
-            sha256 = digest.hexdigest()
-            with self._run_dir(run_id) as run_fd:
-                parent, leaf = self._artifact_parent(run_fd, name, create=True)
-                with opened(parent):
-                    try:
-                        # link(2) never replaces: the atomic write-once create.
-                        os.link(
-                            tmp,
-                            leaf,
-                            src_dir_fd=self._tmp_fd,
-                            dst_dir_fd=parent,
-                            follow_symlinks=False,
-                        )
-                    except FileExistsError:
-                        if _hash_file(parent, leaf, what) != sha256:
-                            raise ConflictError(
-                                f"{what} already exists with different bytes; artifacts are "
-                                "immutable, store the new version under a new name",
-                                details={"run_id": run_id, "name": name},
-                            ) from None
-                        return StoredArtifact(sha256=sha256, size=size, created=False)
-                    fsync_dir(parent)
-            return StoredArtifact(sha256=sha256, size=size, created=True)
-        except RunstoreError:
-            raise  # already typed (some are OSErrors too: PermissionDeniedError, ...)
-        except OSError as exc:
-            raise translate(exc, f"cannot store {what}", run_id=run_id, name=name) from exc
-        finally:
             try:
-                os.unlink(tmp, dir_fd=self._tmp_fd)
-            except OSError:
-                pass
+                with opened(fd):
+                    if isinstance(source, bytes):
+                        digest.update(source)
+                        write_all(fd, source)
+                        size = len(source)
+                    else:
+                        async for chunk in source:
+                            digest.update(chunk)
+                            write_all(fd, chunk)
+                            size += len(chunk)
+                    os.fsync(fd)
+                sha256 = digest.hexdigest()
+                with self._run_dir(run_id) as run_fd:
+                    parent, leaf = self._artifact_parent(run_fd, name, create=True)
+                    with opened(parent):
+                        try:
+                            # link(2) never replaces: the atomic write-once create.
+                            os.link(
+                                tmp,
+                                leaf,
+                                src_dir_fd=self._tmp_fd,
+                                dst_dir_fd=parent,
+                                follow_symlinks=False,
+                            )
+                        except FileExistsError:
+                            if _hash_file(parent, leaf, what) != sha256:
+                                raise ConflictError(
+                                    f"{what} already exists with different bytes; artifacts are "
+                                    "immutable, store the new version under a new name",
+                                    details={"run_id": run_id, "name": name},
+                                ) from None
+                            return StoredArtifact(sha256=sha256, size=size, created=False)
+                        fsync_dir(parent)
+                return StoredArtifact(sha256=sha256, size=size, created=True)
+            finally:
+                try:
+                    os.unlink(tmp, dir_fd=self._tmp_fd)
+                except OSError:
+                    pass
 
     async def read_chunks(self, run_id: str, name: str) -> AsyncIterator[bytes]:
         what = f"artifact {name!r} of run {run_id!r}"
         with self._run_dir(run_id) as run_fd:
             try:
-                parent, leaf = self._artifact_parent(run_fd, name, create=False)
-                with opened(parent):
-                    fd = os.open(leaf, READ_FLAGS, dir_fd=parent)
-            except OSError as exc:
-                error = translate(exc, what, run_id=run_id, name=name)
-                if isinstance(error, ConflictError):  # a directory part is a file
-                    error = NotFoundError(f"{what}: not found", details=error.details)
-                raise error from exc
+                with translating(what, run_id=run_id, name=name):
+                    parent, leaf = self._artifact_parent(run_fd, name, create=False)
+                    with opened(parent):
+                        fd = os.open(leaf, READ_FLAGS, dir_fd=parent)
+            except ConflictError as error:  # a directory part is a file: no such artifact
+                raise NotFoundError(
+                    f"{what}: not found", details=error.details
+                ) from error.__cause__
         with opened(fd):
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise NotFoundError(f"{what}: not found (a directory)", details={"name": name})
@@ -444,10 +415,8 @@ class LocalBackend(StateBackend, LogBackend, ArtifactBackend):
 
 
 def _hash_file(dir_fd: int, name: str, what: str) -> str:
-    try:
+    with translating(what):
         fd = os.open(name, READ_FLAGS, dir_fd=dir_fd)
-    except OSError as exc:
-        raise translate(exc, what) from exc
     with opened(fd):
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise ConflictError(

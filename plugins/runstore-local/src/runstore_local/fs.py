@@ -16,51 +16,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Final
 
-from runstore.model.errors import (
-    AlreadyExistsError,
-    ConflictError,
-    InvalidInputError,
-    NotFoundError,
-    PermissionDeniedError,
-    RunstoreError,
-    StorageIOError,
-)
-
 DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 READ_FLAGS: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 CREATE_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 _counter = itertools.count()
 _counter_lock = threading.Lock()
-
-
-def translate(exc: OSError, what: str, **details: object) -> RunstoreError:
-    """The typed runstore error for an OS error raised while doing ``what``."""
-    info = {**details, "errno": errno.errorcode.get(exc.errno or 0, str(exc.errno))}
-    code = exc.errno
-    if code == errno.ENOENT:
-        return NotFoundError(f"{what}: not found", details=info)
-    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return PermissionDeniedError(
-            f"{what}: permission denied ({exc.strerror}); check the store directory's permissions",
-            details=info,
-        )
-    if code == errno.EEXIST:
-        return AlreadyExistsError(f"{what}: already exists", details=info)
-    if code == errno.ELOOP:
-        return InvalidInputError(
-            f"{what}: a symbolic link is in the way; runstore never follows links inside a store",
-            details=info,
-        )
-    if code in (errno.ENOTDIR, errno.EISDIR):
-        return ConflictError(
-            f"{what}: a file and a directory of the same name collide", details=info
-        )
-    return StorageIOError(
-        f"{what}: {exc.strerror or exc}; nothing was acknowledged, retry once the "
-        "file system is healthy",
-        details=info,
-    )
 
 
 def temp_name(stem: str) -> str:

@@ -20,6 +20,7 @@ from pydantic import TypeAdapter
 from runstore.model.errors import StorageIOError
 from runstore.model.run import RunRecord
 from runstore.spi.backends import RunQuery
+from runstore_local._errors import translating
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -92,11 +93,8 @@ class RunIndex:
             self._db.close()
 
     def _execute(self, sql: str, params: Iterable[object] = ()) -> list[tuple[object, ...]]:
-        try:
-            with self._lock:
-                return self._db.execute(sql, tuple(params)).fetchall()
-        except sqlite3.Error as exc:
-            raise StorageIOError(f"run index error: {exc}", details={"path": self.path}) from exc
+        with translating("run index error", path=self.path), self._lock:
+            return self._db.execute(sql, tuple(params)).fetchall()
 
     @staticmethod
     def _row(record: RunRecord) -> tuple[object, ...]:
@@ -114,27 +112,21 @@ class RunIndex:
 
     def upsert_many(self, records: Iterable[RunRecord]) -> None:
         rows = [self._row(r) for r in records]
-        try:
-            with self._lock:
-                self._db.execute("BEGIN IMMEDIATE")
-                self._db.executemany("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?)", rows)
-                self._db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            raise StorageIOError(f"run index error: {exc}", details={"path": self.path}) from exc
+        with translating("run index error", path=self.path), self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?)", rows)
+            self._db.execute("COMMIT")
 
     def delete(self, run_id: str) -> None:
         self._execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
 
     def replace_all(self, records: Iterable[RunRecord]) -> None:
         rows = [self._row(r) for r in records]
-        try:
-            with self._lock:
-                self._db.execute("BEGIN IMMEDIATE")
-                self._db.execute("DELETE FROM runs")
-                self._db.executemany("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?)", rows)
-                self._db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            raise StorageIOError(f"run index error: {exc}", details={"path": self.path}) from exc
+        with translating("run index error", path=self.path), self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("DELETE FROM runs")
+            self._db.executemany("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?)", rows)
+            self._db.execute("COMMIT")
 
     def run_ids(self, prefix: str) -> list[str]:
         rows = self._execute(
