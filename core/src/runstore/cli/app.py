@@ -27,7 +27,6 @@ The module is laid out so that a command stays a few lines long:
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import re
 import shlex
@@ -36,34 +35,19 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from importlib import metadata
 from typing import TYPE_CHECKING, Any, BinaryIO, Final, TypeVar, get_args, overload
 
 import click
 import orjson
 from click.core import ParameterSource
-from rich import box
 from rich.console import Console, Group
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
 from rich.text import Text
 
 from runstore import __version__
-from runstore.cli.demo import DEFAULT_INSTANCES, DEFAULT_SEED, run_demo
 from runstore.cli.render import (
     artifacts_table,
-    backend_json,
-    backends_table,
     format_record,
     manifest_panel,
-    print_commands,
     runs_table,
     state_panel,
     status_text,
@@ -76,8 +60,7 @@ from runstore.model.run import (
     ArtifactRef,
     RunStatus,
 )
-from runstore.registry.config import DEFAULT_STORE, STORE_ENV, parse_target, select_backend
-from runstore.registry.plugins import Plugins
+from runstore.registry.config import DEFAULT_STORE, STORE_ENV
 from runstore.store import RunView, Store
 from runstore.store import open as open_store
 
@@ -175,16 +158,6 @@ def emit_json_line(data: Any) -> None:
     click.echo(orjson.dumps(data).decode())
 
 
-def plugins_table(installed: Sequence[PluginInfo]) -> Table:
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title="plugins", title_justify="left")
-    table.add_column("name", style="cyan", no_wrap=True)
-    table.add_column("distribution")
-    table.add_column("version")
-    for info in installed:
-        table.add_row(Text(info.name), Text(info.distribution or "(built in)"), info.version or "-")
-    return table
-
-
 # -- 3. error handling --------------------------------------------------------------
 
 
@@ -196,9 +169,11 @@ def report_error(cli_ctx: CliContext, exc: RunstoreError) -> None:
 
 
 LAZY_COMMANDS: dict[str, str] = {
-    "cp": "runstore.cli.maintenance:cp",
+    "demo": "runstore.cli.demo:demo",
+    "backends": "runstore.cli.backends:backends",
+    "cp": "runstore.cli.storage:cp",
     "diff": "runstore.cli.maintenance:diff",
-    "gc": "runstore.cli.maintenance:gc",
+    "gc": "runstore.cli.storage:gc",
     "recover": "runstore.cli.maintenance:recover",
     "verify": "runstore.cli.maintenance:verify",
     "view": "runstore.cli.view:view",
@@ -314,134 +289,6 @@ def cli(ctx: click.Context, store_url: str) -> None:
     cli_ctx.store_url = store_url
     cli_ctx.store_from_command_line = source is ParameterSource.COMMANDLINE
     ctx.call_on_close(cli_ctx.close)
-
-
-@cli.command()
-@click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True, help="Random seed.")
-@click.option(
-    "--instances",
-    type=click.IntRange(min=0, max=100_000),
-    default=DEFAULT_INSTANCES,
-    show_default=True,
-    help="Number of test instances.",
-)
-@click.option("--run-id", metavar="ID", help="Run id (default: generated run_YYYYMMDD_NNN).")
-@json_option
-@pass_cli
-def demo(cli_ctx: CliContext, seed: int, instances: int, run_id: str | None) -> None:
-    """Simulate a Windtunnel run of an e-commerce system into the store.
-
-    The run (sut "ecommerce", scenarios checkout and refund) has instances
-    with steps, assertions, request/response artifacts and logs, all derived
-    from the seed: two runs with the same seed differ only in timestamps and
-    run id. Some instances fail, as a real suite's would.
-
-    \b
-    Examples:
-      runstore demo
-      runstore demo --seed 7 --instances 500 --run-id run_seed7
-      runstore --store /tmp/runs demo --json
-    """
-    store = cli_ctx.store
-    progress = Progress(
-        TextColumn("[bold]simulating[/] {task.fields[sut]}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=cli_ctx.err,
-        disable=cli_ctx.json or not cli_ctx.err.is_terminal,
-    )
-    with progress:
-        task = progress.add_task("demo", total=instances, sut="ecommerce")
-        summary = run_demo(
-            store,
-            seed=seed,
-            instances=instances,
-            run_id=run_id,
-            progress=lambda done, _total: progress.update(task, completed=done),
-        )
-    if cli_ctx.json:
-        emit_json(summary.model_dump(mode="json"))
-        return
-    run = summary.run_id
-    cli_ctx.out.print(Text.assemble("Run ", (run, "bold cyan"), f" stored in {store.url}"))
-    cli_ctx.out.print(summary_panel(summary))
-    first = "inst_001/step_001_request.json" if instances else "report.json"
-    print_commands(
-        cli_ctx.out,
-        "Look at it:",
-        [
-            cli_ctx.command_hint("ls"),
-            cli_ctx.command_hint("show", run),
-            cli_ctx.command_hint("tail", run, "steps"),
-            cli_ctx.command_hint("cat", run, first),
-            cli_ctx.command_hint("view"),
-        ],
-    )
-
-
-@cli.command()
-@json_option
-@pass_cli
-def backends(cli_ctx: CliContext) -> None:
-    """List installed plugins and the backends they register.
-
-    Shows each backend's name, the URL schemes it claims ("file" covers plain
-    paths), the concerns it stores and the package that provides it, and
-    which backend the current --store would use.
-
-    \b
-    Examples:
-      runstore backends
-      runstore --store s3://bucket/runs backends --json
-    """
-    plugins = Plugins()
-    specs = sorted(plugins.backends().values(), key=lambda s: s.name)
-    try:
-        forced, target = parse_target(cli_ctx.store_url)
-        serving: str | None = select_backend(forced, target, plugins.backends()).name
-        problem = None
-    except RunstoreError as exc:
-        serving, problem = None, exc.message
-    installed = [PluginInfo.of(plugins, name) for name in plugins.names()]
-    if cli_ctx.json:
-        emit_json(
-            {
-                "store": {"url": cli_ctx.store_url, "backend": serving, "error": problem},
-                "plugins": [dataclasses.asdict(info) for info in installed],
-                "backends": [backend_json(spec) for spec in specs],
-            }
-        )
-        return
-    cli_ctx.out.print(backends_table(specs))
-    cli_ctx.out.print(plugins_table(installed))
-    where = Text.assemble("store ", (cli_ctx.store_url, "bold"), " -> ")
-    where.append(serving or f"no backend: {problem}", style="green" if serving else "red")
-    cli_ctx.out.print(where)
-
-
-@dataclass(frozen=True)
-class PluginInfo:
-    """An installed plugin: its entry-point name and the package that provides it."""
-
-    name: str
-    distribution: str | None
-    version: str | None
-
-    @classmethod
-    def of(cls, plugins: Plugins, name: str) -> PluginInfo:
-        dist = plugins.distribution_of(name)
-        return cls(name=name, distribution=dist, version=_version(dist))
-
-
-def _version(distribution: str | None) -> str | None:
-    if distribution is None:
-        return None
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 @cli.command("ls")

@@ -32,11 +32,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
+import click
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+from runstore.cli.app import CliContext, emit_json, json_option, pass_cli
+from runstore.cli.render import print_commands, summary_panel
 from runstore.model.errors import InvalidInputError
 from runstore.model.run import RunSummary
 from runstore.store import Run, Store
 
-__all__ = ["DEFAULT_INSTANCES", "DEFAULT_SEED", "SCENARIOS", "SUT_NAME", "run_demo"]
+__all__ = ["DEFAULT_INSTANCES", "DEFAULT_SEED", "SCENARIOS", "SUT_NAME", "demo", "run_demo"]
 
 SUT_NAME: Final = "ecommerce"
 SCENARIOS: Final = ("checkout", "refund")
@@ -354,3 +367,71 @@ def run_demo(
         run.log("info", "demo run finished", passed=instances - len(failures), failed=len(failures))
         run.set_phase(_PHASE, status="done", completed=instances)
     return run.finish()  # idempotent: hands back the summary `with run:` wrote
+
+
+# -- the command ------------------------------------------------------------------
+
+
+@click.command()
+@click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True, help="Random seed.")
+@click.option(
+    "--instances",
+    type=click.IntRange(min=0, max=100_000),
+    default=DEFAULT_INSTANCES,
+    show_default=True,
+    help="Number of test instances.",
+)
+@click.option("--run-id", metavar="ID", help="Run id (default: generated run_YYYYMMDD_NNN).")
+@json_option
+@pass_cli
+def demo(cli_ctx: CliContext, seed: int, instances: int, run_id: str | None) -> None:
+    """Simulate a Windtunnel run of an e-commerce system into the store.
+
+    The run (sut "ecommerce", scenarios checkout and refund) has instances
+    with steps, assertions, request/response artifacts and logs, all derived
+    from the seed: two runs with the same seed differ only in timestamps and
+    run id. Some instances fail, as a real suite's would.
+
+    \b
+    Examples:
+      runstore demo
+      runstore demo --seed 7 --instances 500 --run-id run_seed7
+      runstore --store /tmp/runs demo --json
+    """
+    store = cli_ctx.store
+    progress = Progress(
+        TextColumn("[bold]simulating[/] {task.fields[sut]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=cli_ctx.err,
+        disable=cli_ctx.json or not cli_ctx.err.is_terminal,
+    )
+    with progress:
+        task = progress.add_task("demo", total=instances, sut="ecommerce")
+        summary = run_demo(
+            store,
+            seed=seed,
+            instances=instances,
+            run_id=run_id,
+            progress=lambda done, _total: progress.update(task, completed=done),
+        )
+    if cli_ctx.json:
+        emit_json(summary.model_dump(mode="json"))
+        return
+    run = summary.run_id
+    cli_ctx.out.print(Text.assemble("Run ", (run, "bold cyan"), f" stored in {store.url}"))
+    cli_ctx.out.print(summary_panel(summary))
+    first = "inst_001/step_001_request.json" if instances else "report.json"
+    print_commands(
+        cli_ctx.out,
+        "Look at it:",
+        [
+            cli_ctx.command_hint("ls"),
+            cli_ctx.command_hint("show", run),
+            cli_ctx.command_hint("tail", run, "steps"),
+            cli_ctx.command_hint("cat", run, first),
+            cli_ctx.command_hint("view"),
+        ],
+    )

@@ -2,8 +2,8 @@
 
 Each command is a thin layer over :mod:`runstore.streams` and
 :mod:`runstore.replay`; it is registered through
-:data:`runstore.cli.LAZY_COMMANDS` and follows the conventions described in
-:mod:`runstore.cli` (exit status, ``--json``, examples in ``--help``).
+:data:`runstore.cli.app.LAZY_COMMANDS` and follows the conventions described in
+:mod:`runstore.cli.app` (exit status, ``--json``, examples in ``--help``).
 """
 
 from __future__ import annotations
