@@ -311,6 +311,8 @@ class AsyncStore:
                 f"run {run_id!r} is {state.status}; finish it first or pass force=True",
                 details={"run_id": run_id, "status": state.status},
             )
+        for live in [run for run in self.core.live if run.run_id == run_id]:
+            await live.abandon()  # its buffered records must not land in a new run
         await self.core.artifacts.delete_run(run_id)
         await self.core.logs.delete_run(run_id)
         await self.core.state.delete_run(run_id)

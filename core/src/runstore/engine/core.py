@@ -227,6 +227,7 @@ class RunCore:
         self._unconfirmed: RunState | None = None
         """A state whose write raised after it may have landed (see :meth:`write_state`)."""
         self._heartbeat: asyncio.Task[None] | None = None
+        self._deleted = False
         if live:
             store.live.add(self)
 
@@ -301,6 +302,7 @@ class RunCore:
                 f"run {self.run_id!r} has finished; appends are refused",
                 details={"run_id": self.run_id, "stream": stream},
             )
+        self._check_not_deleted()
         await self.start()
         opened = await self.store.logs.open_writer(
             self.run_id, stream, durability=self.store.durability
@@ -331,6 +333,7 @@ class RunCore:
         self, notify: bool = True, summary: RunSummary | None = None, **changes: Any
     ) -> RunState:
         """Write the next state revision (compare-and-swap on the current one)."""
+        self._check_not_deleted()
         if self._state_lock is None:
             self._state_lock = asyncio.Lock()
         async with self._state_lock:
@@ -468,7 +471,20 @@ class RunCore:
                 for record in batch:
                     self.count(stream, record)
 
-    async def release(self) -> None:
+    async def abandon(self) -> None:
+        """The run is being deleted: drop unstored records, refuse every later write."""
+        self._deleted = True
+        await self.release(discard=True)
+
+    def _check_not_deleted(self) -> None:
+        if self._deleted:
+            raise ConflictError(
+                f"run {self.run_id!r} was deleted while this writer had it open; "
+                "nothing more is written to it",
+                details={"run_id": self.run_id},
+            )
+
+    async def release(self, *, discard: bool = False) -> None:
         """Stop the heartbeat and close the stream writers (records stay durable)."""
         if self._heartbeat is not None:
             self._heartbeat.cancel()
@@ -479,6 +495,9 @@ class RunCore:
             writers = [*self.writers.items(), *self._internal.items()]
             self.writers, self._internal = {}, {}
         for stream, writer in writers:
+            if discard:
+                await writer.discard()
+                continue
             await writer.close()
             self._flushed(stream)
         self.store.live.discard(self)
@@ -493,6 +512,7 @@ class RunCore:
             raise InvalidInputError(
                 f"a run finishes as succeeded, failed, cancelled or crashed, not {status!r}"
             )
+        self._check_not_deleted()
         await self.release()
         await self.store.logs.finalize(self.run_id)
         summary = self._summarise(status)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from runstore.model.errors import (
     AlreadyExistsError,
+    BackendNotFoundError,
     BackendUnavailableError,
     ConflictError,
     CorruptError,
@@ -49,6 +50,7 @@ __all__ = [
     "AlreadyExistsError",
     "ArtifactBackend",
     "ArtifactSource",
+    "BackendNotFoundError",
     "BackendSpec",
     "BackendUnavailableError",
     "Capabilities",

@@ -291,6 +291,15 @@ class StreamWriter(ABC):
     async def close(self) -> None:
         """Commit and release the stream. Writing after close is an error."""
 
+    async def discard(self) -> None:
+        """Release the stream, dropping what is not stored yet: its run is being deleted.
+
+        The default closes the writer (a writer that stores every record on
+        ``write`` has nothing to drop); a writer that buffers overrides it, so
+        the records of a deleted run never land in a new run of the same id.
+        """
+        await self.close()
+
 
 class LogBackend(ABC):
     """Append-only JSONL streams."""

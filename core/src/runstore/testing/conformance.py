@@ -231,6 +231,20 @@ class StateConformance(_Kit):
             store.delete_run("run_live")
         store.delete_run("run_live", force=True)
 
+    def test_force_deleted_live_run_leaves_nothing_in_a_new_run_of_the_same_id(
+        self, store: runstore.Store
+    ) -> None:
+        old = store.create_run(run_id="run_again")
+        old.append("steps", {"from": "old"})  # may still be buffered (object stores)
+        store.delete_run("run_again", force=True)
+        with pytest.raises(ConflictError):
+            old.append("steps", {"from": "old, after the delete"})
+        with store.create_run(run_id="run_again") as new:
+            new.append("steps", {"from": "new"})
+            with pytest.raises(ConflictError):
+                old.finish()  # would flush what the old writer still buffers
+        assert list(store.get_run("run_again").read("steps")) == [{"from": "new"}]
+
 
 class LogConformance(_Kit):
     """Append-only JSONL streams."""

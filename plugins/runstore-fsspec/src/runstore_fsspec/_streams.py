@@ -179,6 +179,12 @@ class SegmentWriter(StreamWriter):
                 self._offset = start + len(data)
                 self._failure = None
 
+    async def discard(self) -> None:
+        with self._lock:
+            self._buffer.clear()
+            self._records = 0
+        await self.close()
+
     async def close(self) -> None:
         if self._closed:
             return

@@ -57,7 +57,14 @@ default 8 MiB), ``upload_concurrency`` (parts in flight, default 4),
 ``index_compact_after`` (default 64), and for S3 ``retries`` (attempts,
 default 3), ``connect_timeout``, ``read_timeout``, ``region``; every other
 option goes to the filesystem (``endpoint_url``, ``anon``, ``key``,
-``secret``, ``token``, ``profile``, ``client_kwargs``, ...).
+``secret``, ``token``, ``profile``, ``client_kwargs``, ...); they are parsed in
+:mod:`runstore_fsspec._open`.
+
+One class serves the three concerns because they share one object store, one
+writer lease and the segment bookkeeping that ``finalize`` compacts; the
+object-store primitives live in :mod:`runstore_fsspec._objects`, the segment
+writer in :mod:`runstore_fsspec._streams`, the lease in
+:mod:`runstore_fsspec._lease`.
 """
 
 from __future__ import annotations
@@ -65,10 +72,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import inspect
 import logging
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine
 from typing import Any, Final, TypeVar
 
 import orjson
@@ -76,16 +82,13 @@ from pydantic import BaseModel, ValidationError
 
 from runstore.model.errors import (
     AlreadyExistsError,
-    BackendNotFoundError,
     ConflictError,
     CorruptError,
-    InvalidInputError,
     NotFoundError,
     RunstoreError,
     UnsupportedError,
 )
 from runstore.model.run import RunManifest, RunRecord, RunState, RunSummary
-from runstore.registry.config import PROVIDERS
 from runstore.spi.backends import (
     ArtifactBackend,
     ArtifactSource,
@@ -96,7 +99,6 @@ from runstore.spi.backends import (
     StateBackend,
     StoredArtifact,
     StreamWriter,
-    Target,
 )
 from runstore.spi.layout import (
     INDEX_RECORDS_DIR,
@@ -116,10 +118,10 @@ from runstore.spi.layout import (
 )
 from runstore_fsspec._errors import PreconditionFailed
 from runstore_fsspec._lease import WriterLease
-from runstore_fsspec._objects import FsspecObjects, ObjectInfo, ObjectStore, S3Objects
+from runstore_fsspec._objects import ObjectInfo, ObjectStore
 from runstore_fsspec._streams import BatchPolicy, SegmentWriter
 
-__all__ = ["BatchPolicy", "FsspecBackend", "open_backend"]
+__all__ = ["BatchPolicy", "FsspecBackend"]
 
 _log = logging.getLogger("runstore_fsspec")
 M = TypeVar("M", bound=BaseModel)
@@ -782,150 +784,3 @@ class FsspecBackend(StateBackend, LogBackend, ArtifactBackend):
         await self.objects.aclose()
         if failure is not None:
             raise failure
-
-
-# -- construction -------------------------------------------------------------------
-
-_POLICY_OPTIONS: Final = {"batch_records": int, "batch_bytes": int, "batch_interval": float}
-_BACKEND_OPTIONS: Final = {
-    "part_size": int,
-    "upload_concurrency": int,
-    "index_compact_after": int,
-}
-_S3_CLIENT_OPTIONS: Final = {
-    "retries": int,
-    "connect_timeout": float,
-    "read_timeout": float,
-    "region": str,
-}
-
-
-def _take(options: dict[str, Any], spec: Mapping[str, Callable[[Any], Any]]) -> dict[str, Any]:
-    taken: dict[str, Any] = {}
-    for name, convert in spec.items():
-        if name in options:
-            value = options.pop(name)
-            try:
-                taken[name] = convert(value)
-            except (TypeError, ValueError) as exc:
-                raise InvalidInputError(
-                    f"option {name}={value!r} is not a valid {convert.__name__}",
-                    details={"option": name, "value": repr(value)},
-                ) from exc
-    return taken
-
-
-def _filesystem_class(protocol: str) -> type[Any]:
-    import fsspec
-
-    try:
-        cls: type[Any] = fsspec.get_filesystem_class(protocol)
-    except ImportError as exc:
-        extra = PROVIDERS.get(protocol)
-        hint = f"install {extra}" if extra else f"install the fsspec implementation of {protocol}"
-        raise BackendNotFoundError(
-            f"the fsspec backend cannot open {protocol}:// URLs: {exc}; {hint}",
-            details={"scheme": protocol, "package": extra},
-        ) from exc
-    except ValueError as exc:
-        raise BackendNotFoundError(
-            f"no installed backend or fsspec filesystem handles {protocol}:// ({exc}); "
-            "check the URL scheme",
-            details={"scheme": protocol},
-        ) from exc
-    return cls
-
-
-_FSSPEC_COMMON_OPTIONS: Final = frozenset(
-    {"use_listings_cache", "listings_expiry_time", "max_paths", "skip_instance_cache"}
-)
-
-
-def _accepted_options(cls: type[Any]) -> set[str]:
-    """Keyword options a filesystem class names in any constructor of its MRO.
-
-    fsspec constructors take ``**storage_options`` and silently ignore what
-    they do not know, so a misspelled option is refused here instead.
-    """
-    names = set(_FSSPEC_COMMON_OPTIONS)
-    for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        names.update(
-            p.name
-            for p in inspect.signature(init).parameters.values()
-            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"
-        )
-    return names - {"asynchronous", "loop"}
-
-
-def _s3_objects(cls: type[Any], target: Target, options: dict[str, Any], **kw: int) -> S3Objects:
-    client = _take(options, _S3_CLIENT_OPTIONS)
-    allowed = (_accepted_options(cls) | {"profile"}) - {"skip_instance_cache"}
-    unknown = sorted(set(options) - allowed)
-    if unknown:
-        raise InvalidInputError(
-            f"unknown S3 option(s) {', '.join(unknown)}; valid: "
-            f"{', '.join(sorted(allowed | set(_S3_CLIENT_OPTIONS) | set(_POLICY_OPTIONS)))}",
-            details={"options": unknown},
-        )
-    bucket = target.path.strip("/").split("/", 1)[0]
-    if not bucket:
-        raise InvalidInputError(
-            f"invalid S3 store {target.url!r}: name a bucket, s3://bucket/prefix",
-            details={"url": target.url},
-        )
-    config = dict(options.pop("config_kwargs", None) or {})
-    config.setdefault(
-        "retries", {"mode": "standard", "total_max_attempts": client.get("retries", 3)}
-    )
-    config.setdefault("connect_timeout", client.get("connect_timeout", 10.0))
-    config.setdefault("read_timeout", client.get("read_timeout", 60.0))
-    config.setdefault("max_pool_connections", 32)  # index reads and multipart parts in parallel
-    if "region" in client:
-        options["client_kwargs"] = {
-            **(options.get("client_kwargs") or {}),
-            "region_name": client["region"],
-        }
-    fs = cls(asynchronous=True, skip_instance_cache=True, config_kwargs=config, **options)
-    return S3Objects(fs, target.path, part_size=kw["part_size"], concurrency=kw["concurrency"])
-
-
-def open_backend(target: Target) -> FsspecBackend:
-    """Build the backend for a parsed config string (the plugin's factory)."""
-    cls = _filesystem_class(target.scheme)
-    options = dict(target.options)
-    policy = BatchPolicy(
-        **{k.removeprefix("batch_"): v for k, v in _take(options, _POLICY_OPTIONS).items()}
-    )
-    if policy.records < 1 or policy.bytes < 1 or policy.interval <= 0:
-        raise InvalidInputError(
-            "batch_records, batch_bytes and batch_interval must be positive",
-            details={"policy": repr(policy)},
-        )
-    tuning = _take(options, _BACKEND_OPTIONS)
-    part_size = tuning.get("part_size", 8 << 20)
-    concurrency = tuning.get("upload_concurrency", 4)
-    objects: ObjectStore
-    if getattr(cls, "protocol", None) in ("s3", ("s3", "s3a")) or cls.__name__ == "S3FileSystem":
-        objects = _s3_objects(cls, target, options, part_size=part_size, concurrency=concurrency)
-    else:
-        accepted = _accepted_options(cls)
-        unknown = sorted(set(options) - accepted)
-        if unknown:
-            raise InvalidInputError(
-                f"unknown option(s) {', '.join(unknown)} for {target.scheme}://; valid: "
-                f"{', '.join(sorted(accepted | set(_POLICY_OPTIONS) | set(_BACKEND_OPTIONS)))}",
-                details={"options": unknown},
-            )
-        try:
-            fs = cls(**options)
-        except TypeError as exc:
-            raise InvalidInputError(
-                f"invalid options for {target.scheme}://: {exc}", details={"error": str(exc)}
-            ) from exc
-        objects = FsspecObjects(fs, target.url, fs._strip_protocol(target.url))
-    return FsspecBackend(
-        objects, policy=policy, index_compact_after=tuning.get("index_compact_after", 64)
-    )

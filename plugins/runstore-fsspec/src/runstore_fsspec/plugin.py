@@ -14,7 +14,7 @@ __all__ = ["runstore_register_backends"]
 
 
 def _factory(target: Target) -> object:
-    from runstore_fsspec.backend import open_backend
+    from runstore_fsspec._open import open_backend
 
     return open_backend(target)
 
