@@ -21,18 +21,17 @@ runs it has open, so closing the store releases them.
 from __future__ import annotations
 
 import asyncio
-import builtins
 import contextlib
 import itertools
-import mimetypes
-import os
 import threading
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any, Literal, Protocol, get_args
+from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
 
 from runstore.context import active as _correlation
 from runstore.context import correlate
+from runstore.engine.sources import as_artifact_source
+from runstore.engine.sources import media_type as guess_media_type
 from runstore.model.errors import ConflictError, InvalidInputError, RunstoreError, UnsupportedError
 from runstore.model.names import validate_stream_name
 from runstore.model.records import encode_record
@@ -52,7 +51,6 @@ from runstore.registry.config import parse_target, select_backend
 from runstore.registry.plugins import Plugins
 from runstore.spi.backends import (
     ArtifactBackend,
-    ArtifactSource,
     BackendSpec,
     Concern,
     Durability,
@@ -65,12 +63,11 @@ from runstore.spi.layout import ARTIFACTS_STREAM
 if TYPE_CHECKING:
     from runstore.engine.portal import Portal
 
-__all__ = ["DEFAULT_HEARTBEAT_SECONDS", "RunCore", "StoreCore", "as_artifact_source"]
+__all__ = ["DEFAULT_HEARTBEAT_SECONDS", "RunCore", "StoreCore", "outcome"]
 
 DEFAULT_HEARTBEAT_SECONDS = 30.0
 """How often a live run refreshes ``heartbeat_at`` (``heartbeat_interval`` option)."""
 
-_CHUNK = 1 << 20
 _KINDS = frozenset(get_args(ArtifactKind))
 _FINAL_STATUSES = ("succeeded", "failed", "cancelled", "crashed")
 
@@ -445,7 +442,7 @@ class RunCore:
             kind=kind,
             sha256=stored.sha256,
             size=stored.size,
-            media_type=media_type or _media_type(name),
+            media_type=media_type or guess_media_type(name),
             created_at=utcnow(),
         )
         durable = self.write(writer, ARTIFACTS_STREAM, encode_record(ref), ref)
@@ -569,41 +566,3 @@ def outcome(
     if issubclass(exc_type, KeyboardInterrupt | asyncio.CancelledError):
         return "cancelled", {"error": exc_type.__name__}
     return "failed", {"error": f"{exc_type.__name__}: {exc}"}
-
-
-# -- artifact sources ---------------------------------------------------------------------
-
-
-def _media_type(name: str) -> str:
-    guessed, _ = mimetypes.guess_type(name, strict=False)
-    if guessed:
-        return guessed
-    return "application/x-ndjson" if name.endswith(".jsonl") else "application/octet-stream"
-
-
-async def _file_chunks(handle: IO[bytes]) -> AsyncIterator[bytes]:
-    while chunk := handle.read(_CHUNK):
-        yield chunk
-
-
-async def _path_chunks(path: os.PathLike[str]) -> AsyncIterator[bytes]:
-    with builtins.open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            yield chunk
-
-
-def as_artifact_source(data: object) -> ArtifactSource:
-    """Accept bytes-like, a path, a binary file object or an async iterable of bytes."""
-    if isinstance(data, bytes | bytearray | memoryview):
-        return bytes(data)
-    if isinstance(data, os.PathLike):
-        return _path_chunks(data)
-    if hasattr(data, "read"):
-        return _file_chunks(data)  # type: ignore[arg-type]
-    if isinstance(data, AsyncIterable):
-        return data
-    raise InvalidInputError(
-        f"artifact data must be bytes, a path, a binary file or an async iterable of bytes, "
-        f"got {type(data).__name__}",
-        details={"type": type(data).__name__},
-    )

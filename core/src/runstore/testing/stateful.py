@@ -22,6 +22,10 @@ or from a plain test function::
 The factory must open a fresh, empty store on every call (one per example).
 The default is modest (50 sequences of up to 40 steps); raise it with
 ``RUNSTORE_CONFORMANCE_EXAMPLES=500`` or pass ``settings=``.
+
+The module is one piece on purpose: Hypothesis collects a machine's rules,
+invariants and bundles from one class, and the helpers around it exist only
+to apply each rule to both stores and compare what they return.
 """
 
 from __future__ import annotations
