@@ -8,6 +8,7 @@ terminal toolkit (click, rich): it may use the CLI's plain-text formatting.
 from __future__ import annotations
 
 import ast
+import importlib
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,23 @@ def test_viewer_imports_no_terminal_toolkit() -> None:
             assert top not in ("click", "rich"), f"{path.name} line {line} imports {module}"
             if module.startswith("runstore.cli"):
                 assert module == "runstore.cli.format", f"{path.name} line {line}: {module}"
+
+
+MOVED = {
+    "runstore.errors": "runstore.model.errors",
+    "runstore.models": "runstore.model.run",
+    "runstore.backends": "runstore.spi.backends",
+    "runstore.hookspecs": "runstore.spi.hookspecs",
+    "runstore.layout": "runstore.spi.layout",
+    "runstore.maintenance": "runstore.ops.maintenance",
+    "runstore.retention": "runstore.ops.retention",
+    "runstore.transfer": "runstore.ops.transfer",
+}
+
+
+@pytest.mark.parametrize(("old", "new"), sorted(MOVED.items()))
+def test_import_paths_of_moved_modules_keep_working(old: str, new: str) -> None:
+    before, now = importlib.import_module(old), importlib.import_module(new)
+    assert before.__all__ == now.__all__
+    for name in now.__all__:
+        assert getattr(before, name) is getattr(now, name), name
