@@ -43,8 +43,7 @@ def fsspec(session: nox.Session) -> None:
         "-e",
         "./core[testing]",
         "-e",
-        "./plugins/runstore-fsspec[s3]",
-        "moto[server]>=5",
+        "./plugins/runstore-fsspec[s3,testing]",
         *TEST_DEPS,
     )
     session.run("pytest", "plugins/runstore-fsspec", *session.posargs)

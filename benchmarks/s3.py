@@ -19,16 +19,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,41 +32,9 @@ from _harness import Row, interleaved, parser, run_main
 import runstore
 from runstore.model.run import RunManifest, RunRecord, RunState, utcnow
 from runstore_fsspec.backend import FsspecBackend
-from runstore_fsspec.testing import DUMMY_CREDENTIALS
+from runstore_fsspec.testing import DUMMY_CREDENTIALS, S3Server
 
 BUCKET = "runstore-bench"
-
-
-@contextlib.contextmanager
-def moto_server() -> Iterator[str]:
-    """moto's S3 server in a child process (its own interpreter, not sharing our GIL)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise
-                time.sleep(0.1)
-        import botocore.session
-
-        client = botocore.session.get_session().create_client("s3", endpoint_url=endpoint)
-        client.create_bucket(Bucket=BUCKET)
-        yield endpoint
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def count_requests(store: runstore.Store) -> Counter[str]:
@@ -91,9 +54,9 @@ def count_requests(store: runstore.Store) -> Counter[str]:
     return counts
 
 
-def bench_puts(endpoint: str, records: int) -> list[Row]:
+def bench_puts(s3: S3Server, records: int) -> list[Row]:
     record = {"instance_id": "inst_001", "step_name": "checkout", "observation": "x" * 220}
-    url = f"s3://{BUCKET}/puts?endpoint_url={endpoint}"
+    url = s3.url("puts")
     with runstore.open(url, heartbeat_interval=0) as store:
         counts = count_requests(store)
         run = store.create_run(run_id="run_puts")
@@ -136,7 +99,7 @@ def bench_puts(endpoint: str, records: int) -> list[Row]:
     ]
 
 
-def bench_artifact(endpoint: str, megabytes: int, rounds: int) -> list[Row]:
+def bench_artifact(s3: S3Server, megabytes: int, rounds: int) -> list[Row]:
     import s3fs
 
     source = Path(tempfile.mkdtemp()) / "artifact.bin"
@@ -144,15 +107,15 @@ def bench_artifact(endpoint: str, megabytes: int, rounds: int) -> list[Row]:
     with source.open("wb") as handle:
         for _ in range(megabytes):
             handle.write(block)
-    raw = s3fs.S3FileSystem(endpoint_url=endpoint, skip_instance_cache=True)
-    url = f"s3://{BUCKET}/artifacts?endpoint_url={endpoint}"
+    raw = s3fs.S3FileSystem(**s3.storage_options(), skip_instance_cache=True)
+    url = s3.url("artifacts")
     try:
         with runstore.open(url, heartbeat_interval=0) as store:
             run = store.create_run(run_id="run_artifacts")
 
             def baseline(i: int) -> float:
                 start = time.perf_counter()
-                raw.put_file(str(source), f"{BUCKET}/raw/{i}.bin")
+                raw.put_file(str(source), f"{s3.bucket}/raw/{i}.bin")
                 return megabytes / (time.perf_counter() - start)
 
             def subject(i: int) -> float:
@@ -176,8 +139,8 @@ def bench_artifact(endpoint: str, megabytes: int, rounds: int) -> list[Row]:
     ]
 
 
-def bench_listing(endpoint: str, runs: int) -> list[Row]:
-    url = f"s3://{BUCKET}/index?endpoint_url={endpoint}"
+def bench_listing(s3: S3Server, runs: int) -> list[Row]:
+    url = s3.url("index")
     with runstore.open(url, heartbeat_interval=0) as store:
         backend = store.aio.state_backend
         assert isinstance(backend, FsspecBackend)
@@ -230,11 +193,13 @@ def bench_listing(endpoint: str, runs: int) -> list[Row]:
 def main(args: argparse.Namespace) -> list[Row]:
     os.environ.update({k: os.environ.get(k, v) for k, v in DUMMY_CREDENTIALS.items()})
     rows: list[Row] = []
-    with moto_server() as endpoint:
-        rows += bench_puts(endpoint, args.records)
-        rows += bench_artifact(endpoint, args.mb, args.rounds)
+    # a child process: moto's own interpreter does not share our GIL
+    with S3Server(bucket=BUCKET, mode="process") as s3:
+        s3.create_bucket()
+        rows += bench_puts(s3, args.records)
+        rows += bench_artifact(s3, args.mb, args.rounds)
         if args.runs:
-            rows += bench_listing(endpoint, args.runs)
+            rows += bench_listing(s3, args.runs)
     return rows
 
 

@@ -1,15 +1,14 @@
 """Fixtures shared by the cross-package tests.
 
 ``cli_store`` is a store URL for the end-to-end CLI tests, once on the local
-filesystem and once on S3 (moto's server on 127.0.0.1, started once per
-session, only when a test asks for it, and reset before each test).
+filesystem and once on S3 (the ``s3`` fixture of runstore-fsspec's pytest
+plugin: moto's server on 127.0.0.1, reset before each test).
 """
 
 from __future__ import annotations
 
 import itertools
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from click.testing import CliRunner, Result
 import runstore
 from runstore.cli.app import cli
 from runstore.model.run import RunStatus
-from runstore_fsspec.testing import DUMMY_CREDENTIALS, S3Server
+from runstore_fsspec.testing import S3Server
 
 _prefixes = itertools.count()
 
@@ -71,33 +70,12 @@ class CliStore:
         return self.url.split("?", 1)[0].split("/", 3)[3]
 
 
-@pytest.fixture(scope="session")
-def cli_s3_server() -> Iterator[S3Server]:
-    saved = {k: os.environ.get(k) for k in DUMMY_CREDENTIALS}
-    os.environ.update(DUMMY_CREDENTIALS)
-    server = S3Server()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 @pytest.fixture(params=["local", "s3"])
 def cli_store(request: pytest.FixtureRequest, tmp_path: Path) -> CliStore:
     """An empty store, on the local filesystem and on S3."""
     if request.param == "local":
         return _local(tmp_path)
-    server: S3Server = request.getfixturevalue("cli_s3_server")
-    if not server.running:
-        server.start()
-    server.reset()
-    server.create_bucket()
+    server: S3Server = request.getfixturevalue("s3")
     return CliStore(url=server.url(f"cli-{next(_prefixes)}"), kind="s3", s3=server)
 
 

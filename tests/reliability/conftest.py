@@ -6,20 +6,22 @@ and more fuzzing. Without it the suites run their quick subset, small enough
 for ``make test``. ``--figures PATH`` (or ``RUNSTORE_RELIABILITY_FIGURES``)
 writes the counters this run reached (trials, kills, records, names, ...) as
 JSON: they are the figures ``docs/reliability.md`` publishes.
+
+The S3 fixtures (``s3_server``, ``s3``) come from runstore-fsspec's pytest
+plugin (``runstore_fsspec.pytest_plugin``).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import DEFAULT_TRIALS, S3_ENV, Figures, S3Server, Scale
+from harness import DEFAULT_TRIALS, Figures, Scale
 
 _FIGURES = Figures()
 
@@ -92,29 +94,3 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 def root(tmp_path: Path) -> Path:
     """A local store's directory, two levels below the test's own directory."""
     return tmp_path / "area" / "runs"
-
-
-@pytest.fixture(scope="session")
-def s3_server() -> Iterator[S3Server]:
-    saved = {k: os.environ.get(k) for k in S3_ENV}
-    os.environ.update(S3_ENV)
-    server = S3Server()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-@pytest.fixture
-def s3(s3_server: S3Server) -> S3Server:
-    """The server (running again if a test stopped it), reset, with an empty bucket."""
-    if not s3_server.running:
-        s3_server.start()
-    s3_server.fresh_bucket()
-    return s3_server

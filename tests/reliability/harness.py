@@ -1,8 +1,9 @@
-"""The reliability suites' shared harness: scale, figures, payloads, store walkers, S3.
+"""The reliability suites' shared harness: scale, figures, payloads, store walkers.
 
 Imported by the tests (``conftest.py`` puts this folder on ``sys.path``) and by
 the subprocess scripts that run next to it (``crash_writer.py``,
-``concurrency_worker.py``). It holds no test of its own.
+``concurrency_worker.py``). It holds no test of its own. The S3 server is
+runstore-fsspec's (``runstore_fsspec.testing.S3Server``, fixture ``s3``).
 """
 
 from __future__ import annotations
@@ -10,27 +11,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 import stat
 import sys
-import time
-import urllib.request
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 import orjson
 
+from runstore_fsspec.testing import DUMMY_CREDENTIALS, S3Server
+
 HERE: Final = Path(__file__).resolve().parent
-BUCKET: Final = "runstore-reliability"
-S3_ENV: Final = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
 
 DEFAULT_TRIALS: Final = 12
 """Crash trials per backend in the quick subset (``make test``)."""
@@ -207,66 +199,6 @@ def snapshot(top: Path, *, skip: Path | None = None) -> dict[str, Entry]:
     return found
 
 
-# -- S3: moto's server on 127.0.0.1 ----------------------------------------------------------
-
-
-@dataclass
-class S3Server:
-    """moto's S3 server in this process; tests may stop it and start it again on its port."""
-
-    host: str = "127.0.0.1"
-    port: int = 0
-    server: Any = field(default=None, repr=False)
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    @property
-    def running(self) -> bool:
-        return self.server is not None
-
-    def start(self) -> None:
-        from moto.server import ThreadedMotoServer
-
-        self.server = ThreadedMotoServer(ip_address=self.host, port=self.port, verbose=False)
-        self.server.start()
-        self.port = self.server.get_host_and_port()[1]
-        wait_for_port(self.host, self.port)
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-            self.server = None
-
-    def reset(self) -> None:
-        request = urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST")
-        with urllib.request.urlopen(request, timeout=30) as response:
-            assert response.status == 200
-
-    def client(self, endpoint: str | None = None) -> Any:
-        import boto3  # type: ignore[import-untyped]
-
-        return boto3.client("s3", endpoint_url=endpoint or self.endpoint)
-
-    def fresh_bucket(self) -> None:
-        self.reset()
-        self.client().create_bucket(Bucket=BUCKET)
-
-    def objects(self, prefix: str = "") -> Iterator[tuple[str, bytes]]:
-        client = self.client()
-        paginator = client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=BUCKET, Prefix=prefix):
-            for item in page.get("Contents", ()):
-                body = client.get_object(Bucket=BUCKET, Key=item["Key"])["Body"].read()
-                yield item["Key"], body
-
-
-def store_url(endpoint: str, prefix: str, **options: object) -> str:
-    query = "&".join(f"{k}={v}" for k, v in {"endpoint_url": endpoint, **options}.items())
-    return f"s3://{BUCKET}/{prefix}?{query}"
-
-
 def walk_s3(server: S3Server, prefix: str) -> Walk:
     """Parse every ``.json`` and ``.jsonl`` object under ``prefix``."""
     walk = Walk()
@@ -278,21 +210,9 @@ def walk_s3(server: S3Server, prefix: str) -> Walk:
     return walk
 
 
-def wait_for_port(host: str, port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection((host, port), timeout=1).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-
-
 def subprocess_env(**extra: str) -> dict[str, str]:
     """The environment of a helper process: this one's, plus the S3 dummies."""
-    env = {**os.environ, **S3_ENV, **extra}
+    env = {**os.environ, **DUMMY_CREDENTIALS, **extra}
     env.setdefault("PYTHONHASHSEED", "0")
     return env
 

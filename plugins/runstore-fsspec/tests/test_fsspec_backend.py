@@ -164,7 +164,7 @@ def test_file_store_refuses_a_stale_state_within_one_process(tmp_path: Path) -> 
         newer = stale.model_copy(update={"revision": stale.revision + 1})
         record = runstore.RunRecord.build(run.manifest, stale)
         with pytest.raises(ConflictError):
-            store._portal.call(
+            store.portal.call(
                 store.aio.state_backend.write_state(
                     newer, expected_revision=stale.revision, record=record
                 )

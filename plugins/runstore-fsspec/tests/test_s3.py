@@ -58,7 +58,7 @@ def count_requests(store: runstore.Store) -> Counter[str]:
         client = await backend_of(store).objects._s3()  # type: ignore[attr-defined]
         client.meta.events.register("before-send.s3", record)
 
-    store._portal.call(register())
+    store.portal.call(register())
     return counts
 
 
@@ -211,7 +211,7 @@ def test_two_writers_on_one_stream_conflict_instead_of_interleaving(
         with pytest.raises(ConflictError, match="another writer"):
             await second.commit()
 
-    store._portal.call(race())
+    store.portal.call(race())
     assert list(store.get_run("run_two").read("steps")) == [{"by": "first"}]
 
 
@@ -230,7 +230,7 @@ def test_a_retried_segment_write_that_already_landed_is_not_duplicated(
         retried.write(b'{"n":1}\n{"n":2}\n')
         await retried.commit()
 
-    store._portal.call(retry())
+    store.portal.call(retry())
     assert list(store.get_run("run_retry").read("steps")) == [{"n": 1}, {"n": 2}]
 
 
@@ -354,7 +354,7 @@ def test_buffer_stays_within_one_batch_however_long_the_run(s3: S3Server) -> Non
     with runstore.open(s3.url("runs", batch_bytes=16384), heartbeat_interval=0) as store:
         run = store.create_run(run_id="run_flat")
         run.append("steps", {"n": 0})
-        writer = run.aio._writers["steps"]
+        writer = run.aio.core.writers["steps"]
         largest = 0
         for i in range(3000):
             run.append("steps", {"n": i, "pad": "x" * 100})
@@ -370,7 +370,7 @@ def read_from(store: runstore.Store, run_id: str, stream: str, offset: int) -> b
     async def collect() -> bytes:
         return b"".join([c async for c in store.aio.log_backend.read_bytes(run_id, stream, offset)])
 
-    return store._portal.call(collect())
+    return store.portal.call(collect())
 
 
 def test_byte_offsets_stay_valid_across_compaction(s3: S3Server, store: runstore.Store) -> None:
@@ -406,7 +406,7 @@ def test_torn_last_segment_is_hidden_from_readers_and_repaired_by_the_next_write
             writer.write(b'{"n":3}\n')
             await writer.close()
 
-        other._portal.call(append_after_crash())
+        other.portal.call(append_after_crash())
     view = store.get_run("run_torn")
     assert list(view.read("steps")) == [{"n": 1}, {"n": 2}, {"n": 3}]
     assert view.torn_tails["steps"] == 0
@@ -437,7 +437,7 @@ def test_segments_left_behind_by_an_interrupted_compaction_are_not_read_twice(
         Body=b'{"n":1}\n{"n":2}\n',
     )
     assert list(store.get_run("run_left").read("steps")) == [{"n": 1}, {"n": 2}]
-    store._portal.call(store.aio.log_backend.finalize("run_left"))
+    store.portal.call(store.aio.log_backend.finalize("run_left"))
     assert not segment_keys(s3, "run_left")
 
 
@@ -454,7 +454,7 @@ def test_reopened_finished_stream_continues_after_the_canonical_file(
         await writer.close()
         await backend.finalize("run_more")
 
-    store._portal.call(append_more())
+    store.portal.call(append_more())
     assert list(store.get_run("run_more").read("steps")) == [{"n": 1}, {"n": 2}]
     assert not segment_keys(s3, "run_more")
 
@@ -537,7 +537,7 @@ def test_listing_many_runs_reads_only_index_objects_that_changed(s3: S3Server) -
         async def create_all() -> None:
             await asyncio.gather(*(create(n) for n in range(40)))
 
-        store._portal.call(create_all())
+        store.portal.call(create_all())
         assert len(store.list_runs()) == 40  # reads every index object, saves a snapshot
     with runstore.open(url) as fresh:
         requests = count_requests(fresh)
@@ -547,7 +547,7 @@ def test_listing_many_runs_reads_only_index_objects_that_changed(s3: S3Server) -
         backend = backend_of(store)
         store.get_run("run_0007")
         requests.clear()
-        store._portal.call(backend.delete_run("run_0003"))
+        store.portal.call(backend.delete_run("run_0003"))
         requests.clear()
         records = store.list_runs()
         assert len(records) == 39
@@ -563,9 +563,9 @@ def test_index_entry_is_never_replaced_by_an_older_revision(
     stale = RunRecord.build(run.manifest.model_copy(update={"sut_name": "old"}), run.state)
     fresh_store = runstore.open(store.url)
     try:
-        store._portal.call(backend._write_index("run_rev", 0, stale))
+        store.portal.call(backend._write_index("run_rev", 0, stale))
         other = backend_of(fresh_store)
-        fresh_store._portal.call(other._write_index("run_rev", 0, stale))
+        fresh_store.portal.call(other._write_index("run_rev", 0, stale))
     finally:
         fresh_store.close()
     (record,) = store.list_runs()
@@ -577,6 +577,6 @@ def test_rebuild_index_restores_lost_index_objects(s3: S3Server, store: runstore
         pass
     s3.client().delete_object(Bucket=s3.bucket, Key="runs/.runstore/records/run_idx.json")
     assert store.list_runs() == []
-    assert store._portal.call(backend_of(store).rebuild_index()) == 1
+    assert store.portal.call(backend_of(store).rebuild_index()) == 1
     (record,) = store.list_runs()
     assert (record.run_id, record.status, record.sut_name) == ("run_idx", "succeeded", "shop")

@@ -43,7 +43,7 @@ def stream_bytes(store: runstore.Store, run_id: str, stream: str) -> bytes:
         chunks = store.aio.log_backend.read_bytes(run_id, stream)
         return b"".join([chunk async for chunk in chunks])
 
-    return store._portal.call(collect())
+    return store.portal.call(collect())
 
 
 def assert_same_run(a: runstore.Store, b: runstore.Store, run_id: str) -> None:

@@ -1,0 +1,68 @@
+"""pytest fixtures: a real S3 endpoint (moto's server on 127.0.0.1) for tests.
+
+Installing runstore-fsspec registers this module with pytest (entry point
+``pytest11``, plugin name ``runstore_fsspec``; ``-p no:runstore_fsspec`` turns
+it off). The server needs ``moto[server]``; without it the tests that use these
+fixtures are skipped, and pytest starts as usual (moto is imported only when a
+fixture is used).
+
+``s3_server`` (session)
+    The :class:`~runstore_fsspec.testing.S3Server`, started on a free port at
+    its first use and stopped at the end of the session. For the session the
+    environment holds :data:`~runstore_fsspec.testing.DUMMY_CREDENTIALS`
+    (dummy keys, ``AWS_DEFAULT_REGION=us-east-1``), so runstore, s3fs and
+    child processes reach it with no option but ``endpoint_url``.
+``s3``
+    The same server, running (started again if a test stopped it), reset,
+    with one empty bucket ``s3.bucket``. Open a store with
+    ``runstore.open(s3.url("runs"))``; look behind its back with ``s3.keys()``,
+    ``s3.objects()`` or ``s3.client()``; simulate an outage with ``s3.stop()``
+    then ``s3.start()`` (same port, same data).
+``serial_s3``
+    A second endpoint on the same data as ``s3`` that answers one request at
+    a time: concurrent conditional writes of one key are atomic there, as on
+    S3 (moto's threaded server does not make them so). For tests of
+    concurrent writers.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator
+
+import pytest
+
+from runstore_fsspec.testing import DUMMY_CREDENTIALS, MOTO_REQUIREMENT, S3Server
+
+__all__ = ["s3", "s3_server", "serial_s3"]
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """moto's S3 server for the session, with dummy credentials in the environment."""
+    try:
+        importlib.import_module("moto.server")
+    except ImportError as exc:
+        needs = f"the local S3 server needs {MOTO_REQUIREMENT}: pip install '{MOTO_REQUIREMENT}'"
+        pytest.skip(f"{needs} ({exc})")
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in DUMMY_CREDENTIALS.items():
+            patch.setenv(key, value)
+        with S3Server() as server:
+            yield server
+
+
+@pytest.fixture
+def s3(s3_server: S3Server) -> S3Server:
+    """The session's server, running, reset, with one empty bucket (``s3.bucket``)."""
+    s3_server.start()  # again, if a test stopped it
+    s3_server.reset()
+    s3_server.create_bucket()
+    return s3_server
+
+
+@pytest.fixture
+def serial_s3(s3: S3Server) -> Iterator[S3Server]:
+    """A second endpoint on ``s3``'s data (reset) that answers one request at a time."""
+    with S3Server(host=s3.host, bucket=s3.bucket, mode="serial") as server:
+        yield server
