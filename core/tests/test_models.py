@@ -147,8 +147,11 @@ def test_run_record_is_built_from_manifest_state_and_summary() -> None:
         scenario_ids=["checkout", "refund"],
         tags=["nightly"],
         seed=42,
+        instance_count=3,
         pass_count=2,
         fail_count=1,
+        error_count=0,
+        skip_count=0,
         pass_rate=2 / 3,
         duration_ms=90123,
     )

@@ -13,12 +13,15 @@ from collections.abc import AsyncIterator, Collection, Iterable, Mapping
 from datetime import datetime
 from typing import Any, Self, TypeVar
 
+import orjson
 from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError
 
 from runstore import __version__
-from runstore.context import Scope, instance_scope, step_scope
-from runstore.engine.core import DEFAULT_HEARTBEAT_SECONDS, RunCore, StoreCore, outcome
+from runstore.context import Scope, step_scope
+from runstore.engine.core import RunCore, outcome
+from runstore.engine.scopes import InstanceScope
+from runstore.engine.store import DEFAULT_HEARTBEAT_SECONDS, StoreCore
 from runstore.model.checks import checked_async
 from runstore.model.errors import (
     AlreadyExistsError,
@@ -27,11 +30,20 @@ from runstore.model.errors import (
     InvalidInputError,
     NotFoundError,
 )
+from runstore.model.metadata import (
+    check_finite,
+    json_object,
+    metric_record,
+    string_list,
+    validate_metadata,
+    validate_tags,
+)
 from runstore.model.names import validate_artifact_name, validate_run_id, validate_stream_name
 from runstore.model.records import LineDecoder
 from runstore.model.run import (
     ArtifactKind,
     ArtifactRef,
+    Metadata,
     PhaseStatus,
     RunManifest,
     RunRecord,
@@ -51,7 +63,7 @@ from runstore.spi.backends import (
     RunQuery,
     StateBackend,
 )
-from runstore.spi.layout import ARTIFACTS_STREAM
+from runstore.spi.layout import ARTIFACTS_STREAM, METRICS_STREAM
 from runstore.streams import AsyncTypedStream, AsyncTypedStreamReader
 
 __all__ = ["AsyncInstanceBundle", "AsyncRun", "AsyncRunView", "AsyncStore", "open"]
@@ -176,6 +188,7 @@ class AsyncStore:
         seed: int | None = None,
         config: dict[str, Any] | None = None,
         tags: Collection[str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
         correlation_id: str | None = None,
         log_retention: Mapping[str, int] | None = None,
     ) -> AsyncRun:
@@ -186,16 +199,22 @@ class AsyncStore:
         that exists raises :class:`~runstore.model.errors.AlreadyExistsError`.
         ``log_retention`` declares how many days a stream is kept once the
         run has finished (``{"logs": 7}``); ``runstore gc`` deletes it then.
+        ``metadata`` and ``tags`` are the run's labels: indexed, filterable with
+        ``list_runs(where=...)``, and changeable later (:meth:`set_metadata`,
+        :meth:`set_tags`), also after the run finished.
         """
         now = utcnow()
+        labels = validate_metadata(metadata)
+        check_finite(config, "config")
         try:
             fields: dict[str, Any] = {
                 "timestamp": now,
                 "sut_name": sut_name,
-                "scenario_ids": _string_list("scenario_ids", scenario_ids),
+                "scenario_ids": string_list("scenario_ids", scenario_ids),
                 "seed": seed,
                 "config": config or {},
-                "tags": _string_list("tags", tags) or [],
+                "tags": [] if tags is None else validate_tags(tags),
+                "metadata": labels,
                 "correlation_id": correlation_id,
                 "runstore_version": __version__,
                 "log_retention": dict(log_retention or {}),
@@ -302,6 +321,29 @@ class AsyncStore:
         )
         return await self.core.state.list_runs(query)
 
+    async def set_metadata(self, run_id: str, metadata: Mapping[str, Any]) -> RunRecord:
+        """Merge ``metadata`` into the run's metadata (also after it finished); the new record.
+
+        Values are JSON scalars or lists of them (:mod:`runstore.model.metadata`
+        has the limits). A live writer, here or in another process, keeps
+        writing: its next state write builds on the new labels.
+        """
+        validate_run_id(run_id)
+        await self.core.relabel(run_id, metadata)
+        return await self._record(run_id)
+
+    async def set_tags(
+        self, run_id: str, *, add: Collection[str] = (), remove: Collection[str] = ()
+    ) -> RunRecord:
+        """Add and remove tags of a run (also after it finished); the new index record."""
+        validate_run_id(run_id)
+        await self.core.relabel(run_id, add=add, remove=remove)
+        return await self._record(run_id)
+
+    async def _record(self, run_id: str) -> RunRecord:
+        view = await self.get_run(run_id)
+        return RunRecord.build(view.manifest, view.state, view.summary)
+
     async def delete_run(self, run_id: str, *, force: bool = False) -> None:
         """Delete a run's state, streams and artifacts. A live run needs ``force=True``."""
         validate_run_id(run_id)
@@ -316,18 +358,6 @@ class AsyncStore:
         await self.core.artifacts.delete_run(run_id)
         await self.core.logs.delete_run(run_id)
         await self.core.state.delete_run(run_id)
-
-
-def _string_list(field: str, value: Collection[str] | None) -> list[str] | None:
-    """A list of strings from a collection; a lone string is refused, not split into letters."""
-    if value is None:
-        return None
-    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
-        raise InvalidInputError(
-            f"{field} must be a list of strings such as ['checkout'], not {value!r}",
-            details={"field": field, "value": repr(value)},
-        )
-    return list(value)
 
 
 class AsyncRun:
@@ -390,6 +420,37 @@ class AsyncRun:
             name, status=status, completed=completed, total=total, message=message
         )
 
+    async def set_state(self, data: Mapping[str, Any] | BaseModel) -> RunState:
+        """Replace the caller's state (``state.data``), compare-and-swap; the new state.
+
+        ``data`` is a JSON object: a dict or a pydantic model (stored in JSON
+        mode). Another writer that got there first makes it a
+        :class:`~runstore.model.errors.ConflictError`; nothing is written.
+        """
+        return await self.core.set_data(json_object(data, "state data"), merge=False)
+
+    async def update_state(self, patch: Mapping[str, Any] | BaseModel) -> RunState:
+        """Merge ``patch`` into the caller's state (top-level keys), like :meth:`set_state`."""
+        return await self.core.set_data(json_object(patch, "state patch"), merge=True)
+
+    async def set_metadata(self, **fields: Any) -> RunState:
+        """Merge ``fields`` into the run's metadata (see :meth:`AsyncStore.set_metadata`)."""
+        return await self.core.relabel(fields)
+
+    async def set_tags(
+        self, *, add: Collection[str] = (), remove: Collection[str] = ()
+    ) -> RunState:
+        """Add and remove tags of the run."""
+        return await self.core.relabel(add=add, remove=remove)
+
+    async def log_metric(self, name: str, value: float, *, step: int | None = None) -> None:
+        """Append ``{name, value, step, ts}`` to the ``metrics`` stream.
+
+        ``summary.metrics`` keeps the last value of each metric; it is
+        filterable as ``metrics.<name>``. A non-finite value is refused.
+        """
+        await self.append(METRICS_STREAM, metric_record(name, value, step))
+
     async def append(self, stream: str, record: Any) -> None:
         """Append one record (a dict or pydantic model) to ``stream``; durable on return.
 
@@ -409,8 +470,18 @@ class AsyncRun:
         await self.append("logs", {"ts": utcnow(), "level": level, "message": message, **fields})
 
     def instance(self, instance_id: str, *, trace_id: str | None = None) -> Scope:
-        """``with`` / ``async with run.instance(id):`` correlates what runs inside with it."""
-        return instance_scope(self.run_id, instance_id, trace_id)
+        """``async with run.instance(id):`` correlates what runs inside with the instance.
+
+        If the block raises without having appended the instance's record, an
+        ``error`` instance (type, message, traceback) is appended, then the
+        exception goes on.
+        """
+        return InstanceScope(
+            self.core,
+            instance_id,
+            trace_id,
+            append_async=lambda record: self.append("instances", record),
+        )
 
     def step(self, step_id: str, *, trace_id: str | None = None) -> Scope:
         """``with`` / ``async with run.step(id):`` correlates what runs inside with a step."""
@@ -431,22 +502,34 @@ class AsyncRun:
         *,
         kind: ArtifactKind = "raw",
         media_type: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> ArtifactRef:
         """Store an immutable artifact and return its reference.
 
         ``data`` is bytes, a path, a binary file object or an async iterable of
         bytes (large files are streamed, never loaded whole). Re-putting
         identical bytes is a no-op returning the stored reference; other bytes
-        raise :class:`~runstore.model.errors.ConflictError`.
+        raise :class:`~runstore.model.errors.ConflictError`. ``metadata`` (a JSON
+        object) is stored on the reference and is as immutable as the bytes.
         """
         validate_artifact_name(name)
-        return await self.core.put_artifact(name, data, kind=kind, media_type=media_type)
+        return await self.core.put_artifact(
+            name, data, kind=kind, media_type=media_type, metadata=metadata
+        )
 
     async def finish(
-        self, status: RunStatus = "succeeded", *, error: str | None = None
+        self,
+        status: RunStatus = "succeeded",
+        *,
+        error: str | None = None,
+        metrics: Mapping[str, float] | None = None,
     ) -> RunSummary:
-        """Close the streams, write the summary and the final state. Idempotent."""
-        return await self.core.finish(status, error=error)
+        """Close the streams, write the summary and the final state. Idempotent.
+
+        ``metrics`` adds the caller's aggregates (``{"p95_latency_ms": 212.5}``)
+        to ``summary.metrics``, filterable as ``metrics.<name>``.
+        """
+        return await self.core.finish(status, error=error, metrics=metrics)
 
 
 class AsyncRunView:
@@ -463,6 +546,34 @@ class AsyncRunView:
 
     def __repr__(self) -> str:
         return f"<AsyncRunView {self.run_id!r}>"
+
+    @property
+    def metadata(self) -> Metadata:
+        """The run's current metadata (it may change after the run finished)."""
+        return self.manifest.metadata if self.state.metadata is None else self.state.metadata
+
+    @property
+    def tags(self) -> list[str]:
+        """The run's current tags."""
+        return self.manifest.tags if self.state.tags is None else self.state.tags
+
+    def state_as(self, model: type[_M]) -> _M | None:
+        """The caller's state (``state.data``) parsed into ``model`` in JSON mode.
+
+        JSON mode means what was stored as JSON is read as JSON, so models with
+        ``strict=True`` work (a datetime stored as a string parses back). ``None``
+        while the run has no caller state.
+        """
+        if self.state.data is None:
+            return None
+        try:
+            return model.model_validate_json(orjson.dumps(self.state.data))
+        except ValueError as exc:  # pydantic's ValidationError
+            raise InvalidInputError(
+                f"the state data of run {self.run_id!r} does not match {model.__name__}: "
+                f"{exc.__class__.__name__}; read it as view.state.data",
+                details={"run_id": self.run_id, "model": model.__name__},
+            ) from None
 
     async def refresh(self) -> None:
         """Reload ``state`` and ``summary``."""
@@ -537,7 +648,10 @@ class AsyncRunView:
                         details={"run_id": self.run_id, "stream": ARTIFACTS_STREAM, "line": line},
                     ) from exc
                 refs.setdefault(ref.name, ref)
-        return list(refs.values())
+        backend = self.store.artifact_backend
+        return [
+            ref.model_copy(update={"uri": backend.uri(self.run_id, n)}) for n, ref in refs.items()
+        ]
 
     async def artifact(self, name: str) -> ArtifactRef:
         """The reference of artifact ``name``.

@@ -16,13 +16,17 @@ from typing import Any, Self, TypeVar
 from pydantic import BaseModel
 
 from runstore.aio import AsyncRun, AsyncRunView, AsyncStore
-from runstore.context import Scope, instance_scope, step_scope
-from runstore.engine.core import DEFAULT_HEARTBEAT_SECONDS, outcome
+from runstore.context import Scope, step_scope
+from runstore.engine.core import outcome
 from runstore.engine.portal import Portal
+from runstore.engine.scopes import InstanceScope
+from runstore.engine.store import DEFAULT_HEARTBEAT_SECONDS
+from runstore.model.metadata import metric_record
 from runstore.model.records import LineDecoder
 from runstore.model.run import (
     ArtifactKind,
     ArtifactRef,
+    Metadata,
     PhaseStatus,
     RunManifest,
     RunRecord,
@@ -33,6 +37,7 @@ from runstore.model.run import (
 )
 from runstore.replay import InstanceBundle, sync_bundle
 from runstore.spi.backends import Concern, Durability
+from runstore.spi.layout import METRICS_STREAM
 from runstore.streams import TypedStream, TypedStreamReader
 
 __all__ = ["Run", "RunView", "Store", "open"]
@@ -117,6 +122,7 @@ class Store:
         seed: int | None = None,
         config: dict[str, Any] | None = None,
         tags: Collection[str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
         correlation_id: str | None = None,
         log_retention: Mapping[str, int] | None = None,
     ) -> Run:
@@ -129,6 +135,7 @@ class Store:
                 seed=seed,
                 config=config,
                 tags=tags,
+                metadata=metadata,
                 correlation_id=correlation_id,
                 log_retention=log_retention,
             )
@@ -166,6 +173,19 @@ class Store:
                 offset=offset,
             )
         )
+
+    def set_metadata(self, run_id: str, metadata: Mapping[str, Any]) -> RunRecord:
+        """Merge ``metadata`` into a run's metadata, also after it finished.
+
+        See :meth:`runstore.aio.AsyncStore.set_metadata`.
+        """
+        return self.portal.call(self.aio.set_metadata(run_id, metadata))
+
+    def set_tags(
+        self, run_id: str, *, add: Collection[str] = (), remove: Collection[str] = ()
+    ) -> RunRecord:
+        """Add and remove tags of a run, also after it finished; the new index record."""
+        return self.portal.call(self.aio.set_tags(run_id, add=add, remove=remove))
 
     def delete_run(self, run_id: str, *, force: bool = False) -> None:
         """Delete a run; a live run needs ``force=True``."""
@@ -222,6 +242,29 @@ class Run:
         """Mark the run ``running`` (``with run:`` and the first append do it)."""
         self._portal.call(self.aio.start())
 
+    def set_state(self, data: Mapping[str, Any] | BaseModel) -> RunState:
+        """Replace the caller's state; see :meth:`runstore.aio.AsyncRun.set_state`."""
+        return self._portal.call(self.aio.set_state(data))
+
+    def update_state(self, patch: Mapping[str, Any] | BaseModel) -> RunState:
+        """Merge ``patch`` into the caller's state (top-level keys)."""
+        return self._portal.call(self.aio.update_state(patch))
+
+    def set_metadata(self, **fields: Any) -> RunState:
+        """Merge ``fields`` into the run's metadata."""
+        return self._portal.call(self.aio.set_metadata(**fields))
+
+    def set_tags(self, *, add: Collection[str] = (), remove: Collection[str] = ()) -> RunState:
+        """Add and remove tags of the run."""
+        return self._portal.call(self.aio.set_tags(add=add, remove=remove))
+
+    def log_metric(self, name: str, value: float, *, step: int | None = None) -> None:
+        """Append ``{name, value, step, ts}`` to the ``metrics`` stream.
+
+        ``summary.metrics`` keeps the last value of each metric.
+        """
+        self.append(METRICS_STREAM, metric_record(name, value, step))
+
     def append(self, stream: str, record: Any) -> None:
         """Append one record (a dict or pydantic model) to ``stream``; durable on return.
 
@@ -241,8 +284,18 @@ class Run:
         self.append("logs", {"ts": utcnow(), "level": level, "message": message, **fields})
 
     def instance(self, instance_id: str, *, trace_id: str | None = None) -> Scope:
-        """``with run.instance(id):`` correlates what runs inside with that instance."""
-        return instance_scope(self.run_id, instance_id, trace_id)
+        """``with run.instance(id):`` correlates what runs inside with that instance.
+
+        If the block raises without having appended the instance's record, an
+        ``error`` instance (type, message, traceback) is appended, then the
+        exception goes on.
+        """
+        return InstanceScope(
+            self._core,
+            instance_id,
+            trace_id,
+            append=lambda record: self.append("instances", record),
+        )
 
     def step(self, step_id: str, *, trace_id: str | None = None) -> Scope:
         """``with run.step(id):`` correlates what runs inside with that step."""
@@ -273,16 +326,31 @@ class Run:
         )
 
     def put_artifact(
-        self, name: str, data: object, *, kind: ArtifactKind = "raw", media_type: str | None = None
+        self,
+        name: str,
+        data: object,
+        *,
+        kind: ArtifactKind = "raw",
+        media_type: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> ArtifactRef:
         """Store an immutable artifact; see :meth:`runstore.aio.AsyncRun.put_artifact`."""
         return self._portal.call(
-            self.aio.put_artifact(name, data, kind=kind, media_type=media_type)
+            self.aio.put_artifact(name, data, kind=kind, media_type=media_type, metadata=metadata)
         )
 
-    def finish(self, status: RunStatus = "succeeded", *, error: str | None = None) -> RunSummary:
-        """Close the streams, write the summary and final state. Idempotent."""
-        return self._portal.call(self.aio.finish(status, error=error))
+    def finish(
+        self,
+        status: RunStatus = "succeeded",
+        *,
+        error: str | None = None,
+        metrics: Mapping[str, float] | None = None,
+    ) -> RunSummary:
+        """Close the streams, write the summary and final state. Idempotent.
+
+        ``metrics`` adds the caller's aggregates to ``summary.metrics``.
+        """
+        return self._portal.call(self.aio.finish(status, error=error, metrics=metrics))
 
 
 class RunView:
@@ -310,6 +378,20 @@ class RunView:
     def summary(self) -> RunSummary | None:
         """The summary once the run finished, else ``None`` (as of the last :meth:`refresh`)."""
         return self.aio.summary
+
+    @property
+    def metadata(self) -> Metadata:
+        """The run's current metadata (as of the last :meth:`refresh`)."""
+        return self.aio.metadata
+
+    @property
+    def tags(self) -> list[str]:
+        """The run's current tags (as of the last :meth:`refresh`)."""
+        return self.aio.tags
+
+    def state_as(self, model: type[_M]) -> _M | None:
+        """The caller's state parsed into ``model`` in JSON mode; ``None`` if never set."""
+        return self.aio.state_as(model)
 
     @property
     def torn_tails(self) -> dict[str, int]:

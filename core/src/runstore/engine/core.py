@@ -14,8 +14,8 @@ counters and the writer tables are guarded by one :class:`threading.Lock`
 (uncontended it costs ~50 ns an append); state writes are serialised by an
 :class:`asyncio.Lock` on the driving loop.
 
-:class:`StoreCore` holds a store's backends, plugins and policies and the
-runs it has open, so closing the store releases them.
+:class:`~runstore.engine.store.StoreCore` holds a store's backends, plugins
+and policies and the runs it has open.
 """
 
 from __future__ import annotations
@@ -24,15 +24,21 @@ import asyncio
 import contextlib
 import itertools
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, get_args
 
 from runstore.context import active as _correlation
 from runstore.context import correlate
 from runstore.engine.sources import as_artifact_source
 from runstore.engine.sources import media_type as guess_media_type
-from runstore.model.errors import ConflictError, InvalidInputError, RunstoreError, UnsupportedError
+from runstore.model.errors import ConflictError, InvalidInputError, RunstoreError
+from runstore.model.metadata import (
+    json_object,
+    validate_metadata,
+    validate_metric,
+    validate_tags,
+)
 from runstore.model.names import validate_stream_name
 from runstore.model.records import encode_record
 from runstore.model.run import (
@@ -47,110 +53,20 @@ from runstore.model.run import (
     RunSummary,
     utcnow,
 )
-from runstore.registry.config import parse_target, select_backend
-from runstore.registry.plugins import Plugins
 from runstore.spi.backends import (
-    ArtifactBackend,
-    BackendSpec,
-    Concern,
-    Durability,
-    LogBackend,
-    StateBackend,
     StreamWriter,
 )
-from runstore.spi.layout import ARTIFACTS_STREAM
+from runstore.spi.layout import ARTIFACTS_STREAM, METRICS_STREAM
 
 if TYPE_CHECKING:
     from runstore.engine.portal import Portal
+    from runstore.engine.store import StoreCore
 
-__all__ = ["DEFAULT_HEARTBEAT_SECONDS", "RunCore", "StoreCore", "outcome"]
+__all__ = ["RunCore", "outcome"]
 
-DEFAULT_HEARTBEAT_SECONDS = 30.0
-"""How often a live run refreshes ``heartbeat_at`` (``heartbeat_interval`` option)."""
 
 _KINDS = frozenset(get_args(ArtifactKind))
 _FINAL_STATUSES = ("succeeded", "failed", "cancelled", "crashed")
-
-
-# -- the store ------------------------------------------------------------------------
-
-
-_INTERFACES: dict[Concern, type] = {
-    "state": StateBackend,
-    "logs": LogBackend,
-    "artifacts": ArtifactBackend,
-}
-
-
-@dataclass
-class _Chosen:
-    spec: BackendSpec
-    backend: object
-
-
-class StoreCore:
-    """A store's backends (one per concern), plugins and policies, and its open runs."""
-
-    def __init__(
-        self,
-        url: str,
-        *,
-        routes: dict[Concern, str | None],
-        durability: Durability | None,
-        heartbeat_interval: float,
-        plugins: Iterable[object],
-        options: dict[str, Any],
-    ) -> None:
-        if durability is not None and durability not in get_args(Durability):
-            raise InvalidInputError(
-                f"unknown durability {durability!r}; "
-                f"choose one of {', '.join(get_args(Durability))}",
-                details={"durability": durability},
-            )
-        self.url = url
-        self.plugins = Plugins(plugins)
-        chosen, self._objects = _build_backends(self.plugins, url, routes, options)
-        self.specs: dict[Concern, BackendSpec] = {c: ch.spec for c, ch in chosen.items()}
-        self.state: StateBackend = chosen["state"].backend  # type: ignore[assignment]
-        self.logs: LogBackend = chosen["logs"].backend  # type: ignore[assignment]
-        self.artifacts: ArtifactBackend = chosen["artifacts"].backend  # type: ignore[assignment]
-        self.durability = durability
-        self.heartbeat_interval = heartbeat_interval
-        # Strong references: a run the caller dropped unfinished still holds open
-        # streams (and their locks) until aclose() releases it.
-        self.live: set[RunCore] = set()
-
-    async def aclose(self) -> None:
-        """Release open runs (their records stay durable; they stay unfinished) and backends."""
-        for run in list(self.live):
-            await run.release()
-        for obj in self._objects:
-            close = getattr(obj, "aclose", None)
-            if close is not None:
-                await close()
-
-
-def _build_backends(
-    plugins: Plugins, url: str, routes: dict[Concern, str | None], options: dict[str, Any]
-) -> tuple[dict[Concern, _Chosen], list[object]]:
-    built: dict[str, _Chosen] = {}
-    chosen: dict[Concern, _Chosen] = {}
-    specs = plugins.backends()
-    for concern in ("state", "logs", "artifacts"):
-        concern_url = routes.get(concern) or url
-        if concern_url not in built:
-            forced, target = parse_target(concern_url, options if concern_url == url else None)
-            spec = select_backend(forced, target, specs)
-            built[concern_url] = _Chosen(spec, spec.factory(target))
-        this = built[concern_url]
-        if concern not in this.spec.concerns or not isinstance(this.backend, _INTERFACES[concern]):
-            raise UnsupportedError(
-                f"backend {this.spec.name!r} does not store {concern}; route it to another "
-                f"backend, e.g. runstore.open({url!r}, {concern}='./runs')",
-                details={"backend": this.spec.name, "concern": concern},
-            )
-        chosen[concern] = this
-    return chosen, [ch.backend for ch in built.values()]
 
 
 # -- a run's write path -----------------------------------------------------------------
@@ -217,14 +133,18 @@ class RunCore:
         self._tallies: dict[str, _Tally] = {}
         self._bumps: dict[str, Callable[[], int]] = {}
         """The fast path's counters: a stream's tally, once it has one."""
-        self._pass = 0
-        self._fail = 0
+        self._outcomes = dict.fromkeys(_OUTCOMES, 0)
+        self._metrics: dict[str, float] = {}
+        """The last value of each metric (the ``metrics`` stream), for the summary."""
+        self._open_instances: dict[str, int] = {}
+        """Instance ids of open ``run.instance(...)`` scopes -> their records seen."""
         self._artifacts: dict[str, ArtifactRef] = {}
         self._state_lock: asyncio.Lock | None = None
         self._unconfirmed: RunState | None = None
         """A state whose write raised after it may have landed (see :meth:`write_state`)."""
         self._heartbeat: asyncio.Task[None] | None = None
         self._deleted = False
+        self._started_mono: float | None = None
         if live:
             store.live.add(self)
 
@@ -269,23 +189,35 @@ class RunCore:
         return durable
 
     def count(self, stream: str, record: Any) -> None:
-        """Count one record written to ``stream`` (instances also by outcome)."""
-        status = None
-        if stream == "instances":
-            status = (
-                record.get("status") if type(record) is dict else getattr(record, "status", None)
-            )
+        """Count one record written to ``stream``; instances by outcome, metrics by value."""
         with self._lock:
             tally = self._tallies.get(stream)
             if tally is None:
                 tally = self._tallies[stream] = _Tally()
-                if stream != "instances":  # instances are also counted by outcome
+                if stream not in _WATCHED_STREAMS:
                     self._bumps[stream] = tally.bump
             tally.bump()
-            if status == "passed":
-                self._pass += 1
-            elif status == "failed":
-                self._fail += 1
+            if stream == "instances":
+                outcome = _outcome_of(record)
+                if outcome is not None:
+                    self._outcomes[outcome] += 1
+                instance_id = _field(record, "instance_id")
+                if instance_id in self._open_instances:
+                    self._open_instances[instance_id] += 1
+            elif stream == METRICS_STREAM:
+                name, value = _field(record, "name"), _field(record, "value")
+                if isinstance(name, str) and isinstance(value, int | float):
+                    self._metrics[name] = float(value)
+
+    def open_instance(self, instance_id: str) -> None:
+        """A ``run.instance(id)`` scope opened: watch for the instance's own record."""
+        with self._lock:
+            self._open_instances.setdefault(instance_id, 0)
+
+    def close_instance(self, instance_id: str) -> int:
+        """The scope closed: how many records of the instance it saw."""
+        with self._lock:
+            return self._open_instances.pop(instance_id, 0)
 
     async def open_writer(self, stream: str, *, internal: bool = False) -> StreamWriter:
         """The writer of ``stream``, opened (and the run started) on first use."""
@@ -327,36 +259,54 @@ class RunCore:
     # -- state ------------------------------------------------------------------------
 
     async def write_state(
-        self, notify: bool = True, summary: RunSummary | None = None, **changes: Any
+        self,
+        notify: bool = True,
+        summary: RunSummary | None = None,
+        *,
+        beat: bool = True,
+        edit: Callable[[RunState], dict[str, Any]] | None = None,
+        **changes: Any,
     ) -> RunState:
-        """Write the next state revision (compare-and-swap on the current one)."""
+        """Write the next state revision (compare-and-swap on the current one).
+
+        :param beat: refresh ``heartbeat_at`` (a writer's own writes do; a change
+            of labels by someone who does not own the run does not).
+        :param edit: computes more changes from the state it builds on, so a
+            write retried on a newer state (see below) applies to that state.
+
+        Someone else may change the run's labels (metadata, tags) at any time,
+        also while it is written: a write refused because the stored state
+        differs from this writer's only in labels is rebuilt on the stored one.
+        """
         self._check_not_deleted()
         if self._state_lock is None:
             self._state_lock = asyncio.Lock()
         async with self._state_lock:
             while True:
                 now = utcnow()
-                new = self.state.model_copy(
-                    update={
-                        **changes,
-                        "revision": self.state.revision + 1,
-                        "updated_at": now,
-                        "heartbeat_at": now,
-                    }
-                )
+                base = self.state
+                update = {**changes, **(edit(base) if edit is not None else {})}
+                update.update(revision=base.revision + 1, updated_at=now)
+                if beat:
+                    update["heartbeat_at"] = now
+                new = base.model_copy(update=update)
                 record = RunRecord.build(self.manifest, new, summary)
                 try:
                     await self.store.state.write_state(
-                        new, expected_revision=self.state.revision, record=record
+                        new, expected_revision=base.revision, record=record
                     )
                 except ConflictError:
                     # A write that failed late (e.g. the directory fsync after the rename)
                     # may have landed: if the store holds exactly it, build on it.
                     failed, self._unconfirmed = self._unconfirmed, None
-                    if failed is None or await self._stored_state() != failed:
-                        raise
-                    self.state = failed
-                    continue
+                    stored = await self._stored_state()
+                    if stored is not None and failed is not None and stored == failed:
+                        self.state = failed
+                        continue
+                    if stored is not None and _only_labels_differ(stored, base):
+                        self.state = stored
+                        continue
+                    raise
                 except BaseException:  # failed, or cancelled (a heartbeat at finish) mid-write
                     self._unconfirmed = new
                     raise
@@ -365,6 +315,39 @@ class RunCore:
         if notify:
             self.store.plugins.state_changed(new)
         return new
+
+    async def set_data(self, data: dict[str, Any], *, merge: bool) -> RunState:
+        """Replace (or shallowly merge into) the caller's state ``data``."""
+
+        def edit(base: RunState) -> dict[str, Any]:
+            return {"data": {**(base.data or {}), **data} if merge else data}
+
+        return await self.write_state(edit=edit)
+
+    async def relabel(
+        self,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        add: Iterable[str] = (),
+        remove: Iterable[str] = (),
+        beat: bool = True,
+    ) -> RunState:
+        """Merge ``metadata`` into the run's metadata, add and remove tags."""
+        added, removed = validate_tags(add, "add"), validate_tags(remove, "remove")
+        validate_metadata(metadata)  # refused before anything is written
+
+        def edit(base: RunState) -> dict[str, Any]:
+            changes: dict[str, Any] = {}
+            if metadata:
+                current = self.manifest.metadata if base.metadata is None else base.metadata
+                changes["metadata"] = validate_metadata(metadata, base=current)
+            if added or removed:
+                current_tags = self.manifest.tags if base.tags is None else base.tags
+                kept = [t for t in current_tags if t not in removed]
+                changes["tags"] = kept + [t for t in added if t not in kept and t not in removed]
+            return changes
+
+        return await self.write_state(edit=edit, beat=beat, summary=self.summary)
 
     async def _stored_state(self) -> RunState | None:
         try:
@@ -377,6 +360,7 @@ class RunCore:
         if self.state.status != "created":
             return
         await self.write_state(status="running", started_at=utcnow())
+        self._started_mono = time.monotonic()
         self.start_heartbeat()
 
     def start_heartbeat(self) -> None:
@@ -419,14 +403,25 @@ class RunCore:
     # -- artifacts --------------------------------------------------------------------
 
     async def put_artifact(
-        self, name: str, data: object, *, kind: ArtifactKind, media_type: str | None
+        self,
+        name: str,
+        data: object,
+        *,
+        kind: ArtifactKind,
+        media_type: str | None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> ArtifactRef:
-        """Store an artifact and append its reference to ``artifacts.jsonl``."""
+        """Store an artifact and append its reference to ``artifacts.jsonl``.
+
+        Its ``metadata`` is as immutable as its bytes: putting identical bytes
+        again with other metadata is a :class:`~runstore.model.errors.ConflictError`.
+        """
         if kind not in _KINDS:
             raise InvalidInputError(
                 f"unknown artifact kind {kind!r}; choose one of {', '.join(sorted(_KINDS))}",
                 details={"kind": kind},
             )
+        meta = None if metadata is None else json_object(metadata, "artifact metadata")
         source = as_artifact_source(data)
         if self.summary is not None:
             raise ConflictError(f"run {self.run_id!r} has finished; artifacts are refused")
@@ -435,7 +430,13 @@ class RunCore:
         with self._lock:
             known = self._artifacts.get(name)
         if known is not None and known.sha256 == stored.sha256:
-            return known
+            if known.metadata != (meta or None):
+                raise ConflictError(
+                    f"artifact {name!r} of run {self.run_id!r} is stored with other metadata; "
+                    "an artifact's metadata is immutable, like its bytes",
+                    details={"run_id": self.run_id, "name": name},
+                )
+            return self._located(known)
         ref = ArtifactRef(
             run_id=self.run_id,
             name=name,
@@ -444,14 +445,19 @@ class RunCore:
             size=stored.size,
             media_type=media_type or guess_media_type(name),
             created_at=utcnow(),
+            metadata=meta,
         )
         durable = self.write(writer, ARTIFACTS_STREAM, encode_record(ref), ref)
         with self._lock:
             self._artifacts[name] = ref  # written: a retry must not write it again
         if not durable:
             await writer.commit()
+        ref = self._located(ref)
         self.store.plugins.artifact_stored(ref)
         return ref
+
+    def _located(self, ref: ArtifactRef) -> ArtifactRef:
+        return ref.model_copy(update={"uri": self.store.artifacts.uri(self.run_id, ref.name)})
 
     # -- resuming, releasing, finishing -------------------------------------------------
 
@@ -500,25 +506,39 @@ class RunCore:
         self.store.live.discard(self)
 
     async def finish(
-        self, status: RunStatus = "succeeded", *, error: str | None = None
+        self,
+        status: RunStatus = "succeeded",
+        *,
+        error: str | None = None,
+        metrics: Mapping[str, float] | None = None,
     ) -> RunSummary:
-        """Close the streams, write the summary and the final state. Idempotent."""
+        """Close the streams, write the summary and the final state. Idempotent.
+
+        ``metrics`` are the caller's own aggregates (``p95_latency_ms``): they
+        join the last values of the logged metrics in ``summary.metrics``.
+        """
         if self.summary is not None:
             return self.summary
         if status not in _FINAL_STATUSES:
             raise InvalidInputError(
                 f"a run finishes as succeeded, failed, cancelled or crashed, not {status!r}"
             )
+        given = dict(
+            validate_metric(name, value, "summary metric")
+            for name, value in (metrics or {}).items()
+        )
         self._check_not_deleted()
         await self.release()
         await self.store.logs.finalize(self.run_id)
-        summary = self._summarise(status)
+        summary = self._summarise(status, given)
         # A writer whose state is stale (recover marked the run crashed, another
         # writer took over) must not leave a summary behind: check first.
         stored = await self.store.state.read_state(self.run_id)
         if stored.revision != self.state.revision and stored == self._unconfirmed:
             # our own state write raised (or its heartbeat was cancelled) after it landed
             self.state, self._unconfirmed = stored, None
+        if stored.revision != self.state.revision and _only_labels_differ(stored, self.state):
+            self.state = stored  # someone changed the run's labels meanwhile
         if stored.revision != self.state.revision:
             raise ConflictError(
                 f"run {self.run_id!r} was updated by another writer (revision "
@@ -533,28 +553,66 @@ class RunCore:
         self.store.plugins.run_finished(summary)
         return summary
 
-    def _summarise(self, status: RunStatus) -> RunSummary:
+    def _summarise(self, status: RunStatus, metrics: dict[str, float]) -> RunSummary:
         finished = utcnow()
         started = self.state.started_at or self.state.created_at
+        if self._started_mono is not None:  # started by this writer: a clock step cannot skew it
+            elapsed = time.monotonic() - self._started_mono
+        else:
+            elapsed = max((finished - started).total_seconds(), 0.0)
         counts = self._counts()
         with self._lock:
-            passed, failed = self._pass, self._fail
+            outcomes = dict(self._outcomes)
             refs = list(self._artifacts.values())
-        judged = passed + failed
+            logged = dict(self._metrics)
+        judged = outcomes["passed"] + outcomes["failed"] + outcomes["error"]
         return RunSummary(
             run_id=self.run_id,
             status=status,
             instance_count=counts.get("instances", 0),
-            pass_count=passed,
-            fail_count=failed,
-            pass_rate=passed / judged if judged else None,
+            pass_count=outcomes["passed"],
+            fail_count=outcomes["failed"],
+            error_count=outcomes["error"],
+            skip_count=outcomes["skipped"],
+            pass_rate=outcomes["passed"] / judged if judged else None,
             started_at=started,
             finished_at=finished,
-            duration_ms=round((finished - started).total_seconds() * 1000),
+            duration_ms=round(elapsed * 1000),
             stream_counts={k: counts[k] for k in sorted(counts) if k != ARTIFACTS_STREAM},
             artifact_count=len(refs),
             artifact_bytes=sum(ref.size for ref in refs),
+            metrics={**logged, **metrics},
         )
+
+
+_OUTCOMES: Final = ("passed", "failed", "error", "skipped")
+_WATCHED_STREAMS: Final = frozenset({"instances", METRICS_STREAM})
+"""Streams whose records are looked at when counted (outcomes, metric values)."""
+_LABELS: Final = frozenset({"revision", "updated_at", "metadata", "tags"})
+
+
+def _field(record: Any, name: str) -> Any:
+    return record.get(name) if type(record) is dict else getattr(record, name, None)
+
+
+def _outcome_of(record: Any) -> str | None:
+    """``status`` (passed, failed, error, skipped), else a boolean ``passed``."""
+    status = _field(record, "status")
+    if status in _OUTCOMES:
+        return str(status)
+    if status is None:
+        passed = _field(record, "passed")
+        if passed is True:
+            return "passed"
+        if passed is False:
+            return "failed"
+    return None
+
+
+def _only_labels_differ(stored: RunState, mine: RunState) -> bool:
+    """The stored state is this writer's but for labels someone else changed."""
+    keep = set(RunState.model_fields) - _LABELS
+    return stored.model_dump(include=keep) == mine.model_dump(include=keep)
 
 
 def outcome(

@@ -16,6 +16,8 @@ __all__ = [
     "ArtifactKind",
     "ArtifactRef",
     "LogRef",
+    "Metadata",
+    "MetadataValue",
     "PhaseProgress",
     "PhaseStatus",
     "RunManifest",
@@ -23,6 +25,7 @@ __all__ = [
     "RunState",
     "RunStatus",
     "RunSummary",
+    "Scalar",
     "utcnow",
 ]
 
@@ -40,6 +43,16 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+Scalar = str | int | float | bool | None
+"""A JSON scalar."""
+
+MetadataValue = Scalar | list[Scalar]
+"""A metadata value: a JSON scalar or a list of scalars (:mod:`runstore.model.metadata`)."""
+
+Metadata = dict[str, MetadataValue]
+"""A run's metadata: the caller's labels, indexed and filterable (``metadata.<key>``)."""
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -54,6 +67,9 @@ class RunManifest(_Model):
     seed: int | None = None
     config: dict[str, Any] = Field(default_factory=dict)
     tags: list[str] = Field(default_factory=list)
+    """The tags the run was created with (the current ones are in :class:`RunState`)."""
+    metadata: Metadata = Field(default_factory=dict)
+    """The metadata the run was created with (the current ones are in :class:`RunState`)."""
     correlation_id: str | None = None
     runstore_version: str | None = None
     log_retention: dict[str, NonNegativeInt] = Field(default_factory=dict)
@@ -93,6 +109,14 @@ class RunState(_Model):
     finished_at: datetime | None = None
     phases: dict[str, PhaseProgress] = Field(default_factory=dict)
     error: str | None = None
+    data: dict[str, Any] | None = None
+    """The caller's own state (``run.set_state`` / ``update_state``): a JSON object,
+    ``None`` while never set."""
+    metadata: Metadata | None = None
+    """The run's current metadata; ``None`` until changed after creation (then the
+    manifest's is current). It may change after the run finished."""
+    tags: list[str] | None = None
+    """The run's current tags; ``None`` until changed after creation (like ``metadata``)."""
 
     @property
     def is_terminal(self) -> bool:
@@ -102,8 +126,12 @@ class RunState(_Model):
 class RunSummary(_Model):
     """Final aggregates written when the run finishes (``summary.json``).
 
-    ``pass_rate`` is ``pass_count / (pass_count + fail_count)``, ``None`` when
-    no instance passed or failed.
+    An instance record counts by its ``status`` (``passed``, ``failed``,
+    ``error``, ``skipped``) or, without one, by a boolean ``passed``.
+    ``pass_rate`` is ``pass_count / (pass_count + fail_count + error_count)``
+    (skipped instances are not judged), ``None`` when no instance was judged.
+    ``metrics`` holds the last value of each metric logged with
+    ``run.log_metric`` and the caller's aggregates given to ``run.finish``.
     """
 
     run_id: str
@@ -111,6 +139,8 @@ class RunSummary(_Model):
     instance_count: int = 0
     pass_count: int = 0
     fail_count: int = 0
+    error_count: int = 0
+    skip_count: int = 0
     pass_rate: float | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -118,13 +148,15 @@ class RunSummary(_Model):
     stream_counts: dict[str, int] = Field(default_factory=dict)
     artifact_count: int = 0
     artifact_bytes: int = 0
+    metrics: dict[str, float] = Field(default_factory=dict)
 
 
 class RunRecord(_Model):
     """One run in the run index: the light record ``list_runs`` returns.
 
     Distinct from :class:`RunState`: it carries what listing and filtering
-    need (status, times, sut, tags, headline results) and nothing else.
+    need (status, times, sut, current tags and metadata, headline results and
+    metrics) and nothing else.
     """
 
     run_id: str
@@ -136,10 +168,15 @@ class RunRecord(_Model):
     scenario_ids: list[str] | None = None
     tags: list[str] = Field(default_factory=list)
     seed: int | None = None
+    metadata: Metadata = Field(default_factory=dict)
+    instance_count: int | None = None
     pass_count: int | None = None
     fail_count: int | None = None
+    error_count: int | None = None
+    skip_count: int | None = None
     pass_rate: float | None = None
     duration_ms: int | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
 
     @classmethod
     def build(
@@ -154,12 +191,17 @@ class RunRecord(_Model):
             finished_at=state.finished_at,
             sut_name=manifest.sut_name,
             scenario_ids=manifest.scenario_ids,
-            tags=manifest.tags,
+            tags=manifest.tags if state.tags is None else state.tags,
             seed=manifest.seed,
+            metadata=manifest.metadata if state.metadata is None else state.metadata,
+            instance_count=summary.instance_count if summary else None,
             pass_count=summary.pass_count if summary else None,
             fail_count=summary.fail_count if summary else None,
+            error_count=summary.error_count if summary else None,
+            skip_count=summary.skip_count if summary else None,
             pass_rate=summary.pass_rate if summary else None,
             duration_ms=summary.duration_ms if summary else None,
+            metrics=summary.metrics if summary else {},
         )
 
 
@@ -173,6 +215,11 @@ class ArtifactRef(_Model):
     size: int
     media_type: str = "application/octet-stream"
     created_at: datetime
+    metadata: dict[str, Any] | None = None
+    """The caller's metadata, stored with the artifact and immutable like its bytes."""
+    uri: str | None = None
+    """Where the bytes live, in the backend's own terms (``file:///...``, ``s3://...``):
+    filled in when the reference is read (:meth:`ArtifactBackend.uri`), never stored."""
 
 
 class LogRef(_Model):

@@ -391,6 +391,15 @@ class ArtifactBackend(ABC):
     def read_chunks(self, run_id: str, name: str) -> AsyncIterator[bytes]:
         """Yield the artifact's bytes. Raises :class:`~runstore.model.errors.NotFoundError`."""
 
+    def uri(self, run_id: str, name: str) -> str | None:
+        """Where artifact ``name`` of ``run_id`` lives, in the backend's own terms.
+
+        ``file:///...``, ``s3://bucket/...``: for tools that need a location.
+        Computed, never stored (a copied store answers with its own place); no
+        I/O. The default, ``None``, means the backend has no such address.
+        """
+        return None
+
     @abstractmethod
     async def delete_run(self, run_id: str) -> None:
         """Remove every artifact of the run (idempotent)."""

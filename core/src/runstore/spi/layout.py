@@ -27,6 +27,7 @@ __all__ = [
     "INDEX_RECORDS_DIR",
     "INDEX_SNAPSHOT",
     "MANIFEST",
+    "METRICS_STREAM",
     "SEGMENTS_DIR",
     "STATE",
     "STREAM_SUFFIX",
@@ -48,6 +49,8 @@ STATE: Final = "state.json"
 SUMMARY: Final = "summary.json"
 ARTIFACTS_DIR: Final = "artifacts"
 ARTIFACTS_STREAM: Final = "artifacts"
+METRICS_STREAM: Final = "metrics"
+"""Where ``run.log_metric`` appends (``name``, ``value``, ``step``, ``ts``)."""
 STREAM_SUFFIX: Final = ".jsonl"
 BOOKKEEPING_DIR: Final = ".runstore"
 """Per-store bookkeeping (index, locks); never a valid run id."""

@@ -42,6 +42,7 @@ from runstore.spi.backends import (
     Target,
 )
 from runstore.spi.hookspecs import hookimpl
+from runstore.spi.layout import artifact_path
 
 __all__ = ["MemoryBackend"]
 
@@ -238,6 +239,9 @@ class MemoryBackend(StateBackend, LogBackend, ArtifactBackend):
             )
             self._data.artifacts[(run_id, name)] = content
         return StoredArtifact(sha256=sha256, size=len(content), created=True)
+
+    def uri(self, run_id: str, name: str) -> str:
+        return f"memory://{self.name}/{artifact_path(run_id, name)}"
 
     def _names(self, run_id: str) -> list[str]:
         return [n for r, n in self._data.artifacts if r == run_id]

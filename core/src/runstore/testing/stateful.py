@@ -190,6 +190,9 @@ _VOLATILE = frozenset(
 )
 """Fields that legitimately differ between two stores (wall-clock times)."""
 
+_BACKEND_OWN = frozenset({"uri"})
+"""Fields each backend fills in its own terms, or not at all (``None``)."""
+
 
 def _canonical(value: Any, names: Mapping[str, str]) -> Any:
     """``value`` with volatile fields masked and the side's run ids renamed to logical ones.
@@ -212,7 +215,7 @@ def _canonical(value: Any, names: Mapping[str, str]) -> Any:
     if isinstance(value, dict):
         out = {}
         for key, item in value.items():
-            if key in _VOLATILE and item is not None:
+            if (key in _VOLATILE and item is not None) or key in _BACKEND_OWN:
                 out[key] = f"<{key}>"
             elif key == "run_id" and isinstance(item, str):
                 out[key] = names.get(item, item)

@@ -755,6 +755,9 @@ class FsspecBackend(StateBackend, LogBackend, ArtifactBackend):
         )
         return StoredArtifact(sha256=digest.hexdigest(), size=size, created=created)
 
+    def uri(self, run_id: str, name: str) -> str:
+        return self.objects.describe(artifact_path(run_id, name))
+
     async def read_chunks(self, run_id: str, name: str) -> AsyncIterator[bytes]:
         try:
             async for chunk in self.objects.read(artifact_path(run_id, name)):

@@ -395,6 +395,9 @@ class LocalBackend(StateBackend, LogBackend, ArtifactBackend):
                 except OSError:
                     pass
 
+    def uri(self, run_id: str, name: str) -> str:
+        return (self.root / layout.artifact_path(run_id, name)).as_uri()
+
     async def read_chunks(self, run_id: str, name: str) -> AsyncIterator[bytes]:
         what = f"artifact {name!r} of run {run_id!r}"
         with self._run_dir(run_id) as run_fd:

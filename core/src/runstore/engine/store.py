@@ -1,0 +1,142 @@
+"""A store's backends (one per concern), plugins and policies, and the runs it has open."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, get_args
+
+from runstore.engine.core import RunCore
+from runstore.model.errors import ConflictError, InvalidInputError, UnsupportedError
+from runstore.model.run import RunState
+from runstore.registry.config import parse_target, select_backend
+from runstore.registry.plugins import Plugins
+from runstore.spi.backends import (
+    ArtifactBackend,
+    BackendSpec,
+    Concern,
+    Durability,
+    LogBackend,
+    StateBackend,
+)
+
+__all__ = ["DEFAULT_HEARTBEAT_SECONDS", "StoreCore"]
+
+DEFAULT_HEARTBEAT_SECONDS = 30.0
+"""How often a live run refreshes ``heartbeat_at`` (``heartbeat_interval`` option)."""
+
+_RELABEL_TRIES = 20
+
+
+_INTERFACES: dict[Concern, type] = {
+    "state": StateBackend,
+    "logs": LogBackend,
+    "artifacts": ArtifactBackend,
+}
+
+
+@dataclass
+class _Chosen:
+    spec: BackendSpec
+    backend: object
+
+
+class StoreCore:
+    """A store's backends (one per concern), plugins and policies, and its open runs."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        routes: dict[Concern, str | None],
+        durability: Durability | None,
+        heartbeat_interval: float,
+        plugins: Iterable[object],
+        options: dict[str, Any],
+    ) -> None:
+        if durability is not None and durability not in get_args(Durability):
+            raise InvalidInputError(
+                f"unknown durability {durability!r}; "
+                f"choose one of {', '.join(get_args(Durability))}",
+                details={"durability": durability},
+            )
+        self.url = url
+        self.plugins = Plugins(plugins)
+        chosen, self._objects = _build_backends(self.plugins, url, routes, options)
+        self.specs: dict[Concern, BackendSpec] = {c: ch.spec for c, ch in chosen.items()}
+        self.state: StateBackend = chosen["state"].backend  # type: ignore[assignment]
+        self.logs: LogBackend = chosen["logs"].backend  # type: ignore[assignment]
+        self.artifacts: ArtifactBackend = chosen["artifacts"].backend  # type: ignore[assignment]
+        self.durability = durability
+        self.heartbeat_interval = heartbeat_interval
+        # Strong references: a run the caller dropped unfinished still holds open
+        # streams (and their locks) until aclose() releases it.
+        self.live: set[RunCore] = set()
+
+    async def aclose(self) -> None:
+        """Release open runs (their records stay durable; they stay unfinished) and backends."""
+        for run in list(self.live):
+            await run.release()
+        for obj in self._objects:
+            close = getattr(obj, "aclose", None)
+            if close is not None:
+                await close()
+
+    def live_run(self, run_id: str) -> RunCore | None:
+        """The core of ``run_id`` if this store has it open for writing."""
+        return next((run for run in self.live if run.run_id == run_id), None)
+
+    async def relabel(
+        self,
+        run_id: str,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        add: Iterable[str] = (),
+        remove: Iterable[str] = (),
+    ) -> RunState:
+        """Change a run's metadata and tags, whoever writes it and whether it finished.
+
+        A run this store writes changes through its own core. Any other run is
+        changed on its stored state, compare-and-swap, retried on a newer state
+        when another writer (a heartbeat, say) got there first; its writer, in
+        this process or another, rebuilds its next write on the new labels.
+        """
+        live = self.live_run(run_id)
+        if live is not None:
+            return await live.relabel(metadata, add=add, remove=remove)
+        for _ in range(_RELABEL_TRIES):
+            manifest = await self.state.read_manifest(run_id)
+            detached = RunCore(self, manifest, await self.state.read_state(run_id), live=False)
+            detached.summary = await self.state.read_summary(run_id)
+            try:
+                return await detached.relabel(metadata, add=add, remove=remove, beat=False)
+            except ConflictError:
+                continue  # written meanwhile: try again on the newer state
+        raise ConflictError(
+            f"run {run_id!r} kept changing while its labels were written "
+            f"({_RELABEL_TRIES} tries); try again",
+            details={"run_id": run_id},
+        )
+
+
+def _build_backends(
+    plugins: Plugins, url: str, routes: dict[Concern, str | None], options: dict[str, Any]
+) -> tuple[dict[Concern, _Chosen], list[object]]:
+    built: dict[str, _Chosen] = {}
+    chosen: dict[Concern, _Chosen] = {}
+    specs = plugins.backends()
+    for concern in ("state", "logs", "artifacts"):
+        concern_url = routes.get(concern) or url
+        if concern_url not in built:
+            forced, target = parse_target(concern_url, options if concern_url == url else None)
+            spec = select_backend(forced, target, specs)
+            built[concern_url] = _Chosen(spec, spec.factory(target))
+        this = built[concern_url]
+        if concern not in this.spec.concerns or not isinstance(this.backend, _INTERFACES[concern]):
+            raise UnsupportedError(
+                f"backend {this.spec.name!r} does not store {concern}; route it to another "
+                f"backend, e.g. runstore.open({url!r}, {concern}='./runs')",
+                details={"backend": this.spec.name, "concern": concern},
+            )
+        chosen[concern] = this
+    return chosen, [ch.backend for ch in built.values()]
