@@ -631,6 +631,21 @@ class AsyncRunView:
             for record in decoder.records(decoder.feed(chunk)):
                 yield record
 
+    async def read_lines(
+        self, stream: str, *, follow: bool = False, poll_interval: float = 0.5
+    ) -> AsyncIterator[bytes]:
+        """The records of ``stream`` as stored: one JSON line each, without its newline.
+
+        For your own parser (``Model.model_validate_json(line)``); a torn tail
+        is held back as in :meth:`read`.
+        """
+        decoder = LineDecoder(stream)
+        async for chunk in self.follow_chunks(
+            stream, decoder, follow=follow, poll_interval=poll_interval
+        ):
+            for line in decoder.feed(chunk):
+                yield line
+
     async def artifacts(self) -> list[ArtifactRef]:
         """References of every stored artifact, in the order they were stored."""
         refs: dict[str, ArtifactRef] = {}

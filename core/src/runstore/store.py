@@ -418,6 +418,15 @@ class RunView:
         for chunk in self._portal.iterate(chunks):
             yield from decoder.records(decoder.feed(chunk))
 
+    def read_lines(
+        self, stream: str, *, follow: bool = False, poll_interval: float = 0.5
+    ) -> Iterator[bytes]:
+        """The records of ``stream`` as stored: one JSON line each, without its newline."""
+        decoder = LineDecoder(stream)
+        chunks = self.aio.follow_chunks(stream, decoder, follow=follow, poll_interval=poll_interval)
+        for chunk in self._portal.iterate(chunks):
+            yield from decoder.feed(chunk)
+
     def artifacts(self) -> list[ArtifactRef]:
         """References of every stored artifact, in the order they were stored."""
         return self._portal.call(self.aio.artifacts())

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from runstore.model.errors import InvalidInputError
+from runstore.model.errors import CorruptError, InvalidInputError
 from runstore.model.names import validate_stream_name
 from runstore.model.streams import (
     DOCUMENTS,
@@ -123,11 +123,18 @@ class _Codec(Generic[M]):
         unset = self._none_defaults.difference(obj.model_fields_set)
         return obj.model_dump(mode="json", by_alias=True, exclude=set(unset) if unset else None)
 
-    def parse(self, record: Any, number: int, run_id: str) -> M:
+    def parse(self, line: bytes, number: int, run_id: str) -> M:
+        """One stored line parsed in JSON mode (as JSON, so strict models work)."""
         try:
-            return self.model.model_validate(record)
+            return self.model.model_validate_json(line)
         except ValidationError as exc:
             details = _error_details(exc)
+            if any(error["type"] == "json_invalid" for error in details):
+                raise CorruptError(
+                    f"{self.stream}.jsonl line {number} of run {run_id!r} is not valid JSON; "
+                    "run 'runstore verify' to see every damaged record",
+                    details={"run_id": run_id, "stream": self.stream, "line": number},
+                ) from None
             first = details[0] if details else {"loc": "", "msg": str(exc)}
             raise InvalidInputError(
                 f"record {number} of stream {self.stream!r} in run {run_id!r} does not match "
@@ -217,9 +224,9 @@ class TypedStreamReader(Generic[M]):
         naming its position.
         """
         parse, run_id = self._codec.parse, self._view.run_id
-        records = self._view.read(self.name, follow=follow, poll_interval=poll_interval)
-        for number, record in enumerate(records, start=1):
-            yield parse(record, number, run_id)
+        lines = self._view.read_lines(self.name, follow=follow, poll_interval=poll_interval)
+        for number, line in enumerate(lines, start=1):
+            yield parse(line, number, run_id)
 
 
 class AsyncTypedStreamReader(Generic[M]):
@@ -243,6 +250,7 @@ class AsyncTypedStreamReader(Generic[M]):
         """Records parsed into the model, in order; ``follow`` as in ``view.read``."""
         parse, run_id = self._codec.parse, self._view.run_id
         number = 0
-        async for record in self._view.read(self.name, follow=follow, poll_interval=poll_interval):
+        lines = self._view.read_lines(self.name, follow=follow, poll_interval=poll_interval)
+        async for line in lines:
             number += 1
-            yield parse(record, number, run_id)
+            yield parse(line, number, run_id)
