@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict
 
 import runstore
 from runstore.model.errors import ConflictError, InvalidInputError
+from runstore.ops.transfer import copy_runs
 
 _names = itertools.count()
 
@@ -296,3 +297,27 @@ def test_identical_reput_with_other_metadata_is_a_conflict(store: runstore.Store
     with pytest.raises(ConflictError):
         run.put_artifact("a.json", b"{}", metadata={"lang": "fr"})
     assert len(store.get_run("run_a").artifacts()) == 1
+
+
+# -- copying -----------------------------------------------------------------------------------
+
+
+def test_copying_a_run_carries_the_callers_data(store: runstore.Store) -> None:
+    with store.create_run(run_id="run_c", metadata={"project": "demo"}) as run:
+        run.set_state({"phase": "done"})
+        run.log_metric("latency_ms", 3.5)
+        run.put_artifact("qa/report.json", b"{}", metadata={"lang": "ja"})
+    store.set_tags("run_c", add=["golden"])
+    with runstore.open(f"memory://caller-copy-{next(_names)}") as other:
+        copy_runs(store, other)
+        view = other.get_run("run_c")
+        assert (view.metadata, view.tags, view.state.data) == (
+            {"project": "demo"},
+            ["golden"],
+            {"phase": "done"},
+        )
+        assert view.summary is not None and view.summary.metrics == {"latency_ms": 3.5}
+        (ref,) = view.artifacts()
+        assert ref.metadata == {"lang": "ja"}
+        (record,) = other.list_runs()
+        assert (record.metadata, record.tags) == ({"project": "demo"}, ["golden"])
