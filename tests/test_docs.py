@@ -36,6 +36,7 @@ PAGES = (
     "index.md",
     "quickstart.md",
     "concepts.md",
+    "own-data.md",
     "config.md",
     "backends/local.md",
     "backends/fsspec.md",
