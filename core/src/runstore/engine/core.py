@@ -318,6 +318,11 @@ class RunCore:
 
     async def set_data(self, data: dict[str, Any], *, merge: bool) -> RunState:
         """Replace (or shallowly merge into) the caller's state ``data``."""
+        if self.summary is not None:
+            raise ConflictError(
+                f"run {self.run_id!r} has finished; its state data is final",
+                details={"run_id": self.run_id},
+            )
 
         def edit(base: RunState) -> dict[str, Any]:
             return {"data": {**(base.data or {}), **data} if merge else data}

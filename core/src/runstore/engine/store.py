@@ -82,10 +82,6 @@ class StoreCore:
             if close is not None:
                 await close()
 
-    def live_run(self, run_id: str) -> RunCore | None:
-        """The core of ``run_id`` if this store has it open for writing."""
-        return next((run for run in self.live if run.run_id == run_id), None)
-
     async def relabel(
         self,
         run_id: str,
@@ -96,14 +92,11 @@ class StoreCore:
     ) -> RunState:
         """Change a run's metadata and tags, whoever writes it and whether it finished.
 
-        A run this store writes changes through its own core. Any other run is
-        changed on its stored state, compare-and-swap, retried on a newer state
-        when another writer (a heartbeat, say) got there first; its writer, in
-        this process or another, rebuilds its next write on the new labels.
+        The change is made on the stored state, compare-and-swap, retried on a
+        newer state when a writer (a heartbeat, say) got there first. The run's
+        writers, in this process or another, rebuild their next write on the new
+        labels (see :meth:`RunCore.write_state`).
         """
-        live = self.live_run(run_id)
-        if live is not None:
-            return await live.relabel(metadata, add=add, remove=remove)
         for _ in range(_RELABEL_TRIES):
             manifest = await self.state.read_manifest(run_id)
             detached = RunCore(self, manifest, await self.state.read_state(run_id), live=False)

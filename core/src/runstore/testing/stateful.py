@@ -171,6 +171,7 @@ _queries = st.fixed_dictionaries(
         "offset": st.integers(-1, 3),
     },
 )
+_json_leaf = st.none() | st.booleans() | st.integers(-3, 3) | st.sampled_from(("ja", "fr", ""))
 _artifact_bytes = st.sampled_from((b"", b"{}", b"[]")) | st.binary(max_size=40)
 
 
@@ -651,6 +652,60 @@ class StoreStateMachine(RuleBasedStateMachine):
             lambda side: writer.on(side).set_phase(
                 phase, status=status, completed=completed, total=total
             ),
+        )
+
+    @rule(
+        writer=writers,
+        data=st.dictionaries(st.sampled_from(("phase", "done", "langs")), _json_leaf, max_size=3),
+        merge=st.booleans(),
+    )
+    def set_state(self, writer: _Writer, data: dict[str, Any], merge: bool) -> None:
+        if writer.orphaned:
+            return
+        method = "update_state" if merge else "set_state"
+        self._both(
+            f"{method}({writer.run_id!r}, {data!r})",
+            lambda side: getattr(writer.on(side), method)(copy.deepcopy(data)),
+        )
+
+    @precondition(lambda self: self._capable.compare_and_swap)  # labels change beside writers
+    @rule(
+        run=writers,
+        metadata=st.dictionaries(
+            st.sampled_from(("project", "lang", "bad key")), _json_leaf, max_size=2
+        ),
+        add=st.lists(st.sampled_from(("nightly", "golden", "")), max_size=2),
+        remove=st.lists(st.sampled_from(("nightly", "golden")), max_size=1),
+    )
+    def relabel(
+        self, run: _Writer, metadata: dict[str, Any], add: list[str], remove: list[str]
+    ) -> None:
+        """Labels change through the store, live run or finished, like a reviewer's would."""
+        run_id = run.run_id
+        if run.orphaned:
+            return
+        self._both(
+            f"set_metadata({run_id!r}, {metadata!r})",
+            lambda side: side.store.set_metadata(side.id(run_id), copy.deepcopy(metadata)),
+        )
+        self._both(
+            f"set_tags({run_id!r}, add={add!r}, remove={remove!r})",
+            lambda side: side.store.set_tags(side.id(run_id), add=add, remove=remove),
+        )
+
+    @rule(
+        writer=writers,
+        name=st.sampled_from(("latency_ms", "tokens", "bad name")),
+        value=st.floats(allow_nan=True, allow_infinity=True, width=32) | st.integers(-5, 5),
+        step=st.none() | st.integers(0, 3),
+    )
+    def log_metric(self, writer: _Writer, name: str, value: float, step: int | None) -> None:
+        if writer.orphaned or self._held_elsewhere(writer, "metrics"):
+            return
+        writer.streams.add("metrics")
+        self._both(
+            f"log_metric({writer.run_id!r}, {name!r}, {value!r}, step={step!r})",
+            lambda side: writer.on(side).log_metric(name, value, step=step),
         )
 
     @rule(writer=writers)
