@@ -215,7 +215,7 @@ def test_a_capability_the_backend_declares_off_skips_its_tests_with_the_reason(
     )
     assert failures(result) == {}
     result.stdout.fnmatch_lines(
-        ["SKIPPED [[]1[]] *: compare_and_swap=False declared by backend 'planted' (state*"]
+        ["SKIPPED [[]2[]] *: compare_and_swap=False declared by backend 'planted' (state*"]
     )
 
 
@@ -247,3 +247,40 @@ def test_an_examples_variable_that_is_not_a_number_is_refused(
     monkeypatch.setenv(EXAMPLES_ENV, "lots")
     with pytest.raises(ValueError, match="RUNSTORE_CONFORMANCE_EXAMPLES must be a whole number"):
         state_machine_settings()
+
+
+def test_a_finished_runs_state_that_is_never_written_again_fails_the_label_tests(
+    pytester: pytest.Pytester,
+) -> None:
+    result = run_kit(
+        pytester,
+        """
+        async def write_state(self, state, *, expected_revision, record):
+            if (await self.read_state(state.run_id)).is_terminal:
+                return  # planted: metadata and tags of a finished run never change
+            await super().write_state(state, expected_revision=expected_revision, record=record)
+        """,
+    )
+    failed = failures(result)
+    label_test = "test_metadata_and_tags_change_after_finish_and_the_index_shows_them"
+    assert failed[label_test].startswith("AssertionError: assert ({'project': ...")
+    assert "disagrees with the reference" in failed[STATE_MACHINE]
+
+
+def test_a_state_write_dropped_on_a_stale_revision_fails_the_lost_update_test(
+    pytester: pytest.Pytester,
+) -> None:
+    result = run_kit(
+        pytester,
+        """
+        async def write_state(self, state, *, expected_revision, record):
+            if (await self.read_state(state.run_id)).revision != expected_revision:
+                return  # planted: the stale write is dropped, and nobody is told
+            await super().write_state(state, expected_revision=expected_revision, record=record)
+        """,
+    )
+    failed = failures(result)
+    assert re.match(
+        "Failed: DID NOT RAISE .*ConflictError",
+        failed["test_a_state_patch_from_a_stale_writer_is_a_conflict_not_a_lost_update"],
+    )

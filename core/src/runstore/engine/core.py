@@ -290,7 +290,7 @@ class RunCore:
                 if beat:
                     update["heartbeat_at"] = now
                 new = base.model_copy(update=update)
-                record = RunRecord.build(self.manifest, new, summary)
+                record = RunRecord.build(self.manifest, new, summary or self.summary)
                 try:
                     await self.store.state.write_state(
                         new, expected_revision=base.revision, record=record

@@ -245,6 +245,58 @@ class StateConformance(_Kit):
                 old.finish()  # would flush what the old writer still buffers
         assert list(store.get_run("run_again").read("steps")) == [{"from": "new"}]
 
+    # -- the caller's data ---------------------------------------------------------------
+
+    def test_caller_state_round_trips_and_patches_merge(self, store: runstore.Store) -> None:
+        run = store.create_run(run_id="run_data")
+        run.set_state({"phase": "translate", "done": 0, "langs": ["ja"]})
+        run.update_state({"done": 5})
+        assert store.get_run("run_data").state.data == {
+            "phase": "translate",
+            "done": 5,
+            "langs": ["ja"],
+        }
+
+    def test_a_state_patch_from_a_stale_writer_is_a_conflict_not_a_lost_update(
+        self, store: runstore.Store
+    ) -> None:
+        self.require("compare_and_swap", store)
+        first = store.create_run(run_id="run_race")
+        first.update_state({"first": 1})
+        second = store.resume_run("run_race")
+        second.update_state({"second": 2})
+        with pytest.raises(ConflictError):
+            first.update_state({"first": 3})  # built on a state that is no longer stored
+        assert store.get_run("run_race").state.data == {"first": 1, "second": 2}
+
+    def test_metadata_and_tags_change_after_finish_and_the_index_shows_them(
+        self, store: runstore.Store
+    ) -> None:
+        with store.create_run(run_id="run_meta", metadata={"project": "demo"}, tags=["nightly"]):
+            pass
+        store.set_metadata("run_meta", {"reviewed": True})
+        store.set_tags("run_meta", add=["golden"], remove=["nightly"])
+        view = store.get_run("run_meta")
+        assert (view.metadata, view.tags) == ({"project": "demo", "reviewed": True}, ["golden"])
+        (record,) = store.list_runs()
+        assert (record.metadata, record.tags) == (view.metadata, ["golden"])
+        assert record.status == "succeeded"
+
+    def test_outcomes_and_metrics_reach_the_summary_and_the_index(
+        self, store: runstore.Store
+    ) -> None:
+        with store.create_run(run_id="run_sum") as run:
+            run.append("instances", {"instance_id": "a", "passed": True})
+            run.append("instances", {"instance_id": "b", "status": "error"})
+            run.append("instances", {"instance_id": "c", "status": "skipped"})
+            run.log_metric("latency_ms", 12.5)
+        summary = store.get_run("run_sum").summary
+        assert summary is not None
+        assert (summary.pass_count, summary.error_count, summary.skip_count) == (1, 1, 1)
+        assert summary.pass_rate == 0.5
+        (record,) = store.list_runs()
+        assert (record.error_count, record.metrics) == (1, {"latency_ms": 12.5})
+
 
 class LogConformance(_Kit):
     """Append-only JSONL streams."""
@@ -421,6 +473,14 @@ class ArtifactConformance(_Kit):
             pass
         with pytest.raises(NotFoundError):
             store.get_run("run_noart").read_artifact("missing.bin")
+
+    def test_artifact_metadata_round_trips_and_is_immutable(self, store: runstore.Store) -> None:
+        run = store.create_run(run_id="run_artmeta")
+        run.put_artifact("qa/report.json", b"{}", metadata={"lang": "ja", "score": 0.9})
+        (ref,) = store.get_run("run_artmeta").artifacts()
+        assert ref.metadata == {"lang": "ja", "score": 0.9}
+        with pytest.raises(ConflictError):
+            run.put_artifact("qa/report.json", b"{}", metadata={"lang": "fr"})
 
     def test_unknown_kind_is_refused(self, store: runstore.Store) -> None:
         with store.create_run(run_id="run_kind") as run, pytest.raises(InvalidInputError):
