@@ -339,6 +339,77 @@ def test_unknown_pages_and_runs_are_404_pages(local_store: CliStore, tmp_path: P
         assert _request(url, "GET", "/nowhere")[0] == 404
 
 
+# -- the caller's data on the run page, over plain HTTP -----------------------------
+
+HOSTILE = "<script>window.pwned = 1</script>"
+
+
+def _between(page: str, start: str, end: str) -> str:
+    """The part of ``page`` after the first ``start`` and before the next ``end``."""
+    _, found, rest = page.partition(start)
+    assert found, f"{start!r} not in the page"
+    return rest.partition(end)[0]
+
+
+@pytest.fixture(scope="module")
+def caller_run_page(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The HTML of the run page of a finished run carrying the caller's data.
+
+    Its tags and metadata were changed after it finished; its state data and
+    an artifact's metadata hold markup.
+    """
+    root = tmp_path_factory.mktemp("caller")
+    url = str(root / "runs")
+    with runstore.open(url) as store:
+        run = store.create_run("run_c", tags=["nightly"], metadata={"owner": "qa"})
+        run.set_state({"cursor": 17, "note": HOSTILE})
+        run.log_metric("accuracy", 0.93)
+        for n, outcome in enumerate(("passed", "error", "skipped")):
+            run.append("instances", {"instance_id": f"i{n}", "status": outcome})
+        run.put_artifact("model.bin", b"weights", metadata={"epoch": 3, "note": HOSTILE})
+        run.finish()
+        store.set_metadata("run_c", {"reviewed_by": "ana"})
+        store.set_tags("run_c", add=["reviewed"], remove=["nightly"])
+    with serving("--store", url, cwd=root) as server:
+        status, _, body = _request(server, "GET", "/runs/run_c")
+    assert status == 200
+    page: str = body.decode()
+    return page
+
+
+def test_the_run_page_shows_the_current_tags_and_metadata(caller_run_page: str) -> None:
+    assert '<span class="tag">reviewed</span>' in caller_run_page
+    assert "nightly" not in caller_run_page
+    assert "<tr><th>owner</th><td>qa</td></tr>" in caller_run_page
+    assert "<tr><th>reviewed_by</th><td>ana</td></tr>" in caller_run_page
+
+
+def test_the_run_page_shows_the_state_data_as_pretty_json(caller_run_page: str) -> None:
+    data = _between(caller_run_page, '<pre class="json small state-data">', "</pre>")
+    assert "{\n  &#34;cursor&#34;: 17,\n  &#34;note&#34;: " in data
+
+
+def test_the_run_page_escapes_the_markup_in_state_data_and_artifact_metadata(
+    caller_run_page: str,
+) -> None:
+    assert HOSTILE not in caller_run_page
+    assert caller_run_page.count("&lt;script&gt;window.pwned = 1&lt;/script&gt;") == 2
+
+
+def test_the_run_page_shows_summary_metrics_and_error_and_skip_counts(
+    caller_run_page: str,
+) -> None:
+    assert '<tr><th>accuracy</th><td class="num">0.93</td></tr>' in caller_run_page
+    assert '<div class="k">errors</div><div class="v">1</div>' in caller_run_page
+    assert '<div class="k">skipped</div><div class="v">1</div>' in caller_run_page
+
+
+def test_the_run_page_shows_each_artifacts_metadata(caller_run_page: str) -> None:
+    row = _between(caller_run_page, '<table class="run-artifacts">', "</tr>\n  </tbody>")
+    assert "/runs/run_c/artifacts/model.bin" in row
+    assert '<td class="metadata"><code>{&#34;epoch&#34;: 3, &#34;note&#34;: ' in row
+
+
 # -- the command itself -------------------------------------------------------------
 
 

@@ -47,6 +47,7 @@ from runstore import __version__
 from runstore.cli.render import (
     artifacts_table,
     format_record,
+    labels_panel,
     manifest_panel,
     runs_table,
     state_panel,
@@ -179,6 +180,8 @@ LAZY_COMMANDS: dict[str, str] = {
     "view": "runstore.cli.view:view",
     "replay": "runstore.cli.integrations:replay",
     "schema": "runstore.cli.integrations:schema",
+    "meta": "runstore.cli.labels:meta",
+    "tag": "runstore.cli.labels:tag",
 }
 """Commands that live in their own module, imported only when run: ``name -> "module:attr"``.
 
@@ -326,7 +329,9 @@ def ls(
     """List runs, newest first.
 
     Times are ISO 8601 (UTC unless an offset is given) or an age: 30m, 12h,
-    7d, 2w. --json prints a JSON array of run index records.
+    7d, 2w. The tags and the metadata get a column when a listed run has
+    some, cut short to fit the terminal. --json prints a JSON array of run
+    index records.
 
     \b
     Examples:
@@ -351,7 +356,7 @@ def ls(
         hint = "" if offset else f"; {cli_ctx.command_hint('demo')} creates one"
         cli_ctx.out.print(f"no runs match in {cli_ctx.store_url}{hint}", markup=False)
         return
-    cli_ctx.out.print(runs_table(records))
+    cli_ctx.out.print(runs_table(records, cli_ctx.out.width))
     if limit and len(records) == limit:
         more = cli_ctx.command_hint("ls", "--offset", str(offset + limit))
         cli_ctx.out.print(f"showing {limit}; more may follow: {more}", style="dim", markup=False)
@@ -383,6 +388,8 @@ class RunDetails:
         view = self.view
         return {
             "run_id": view.run_id,
+            "tags": view.tags,
+            "metadata": view.metadata,
             "manifest": view.manifest.model_dump(mode="json"),
             "state": view.state.model_dump(mode="json"),
             "summary": None if view.summary is None else view.summary.model_dump(mode="json"),
@@ -404,13 +411,19 @@ class RunDetails:
 @json_option
 @pass_cli
 def show(cli_ctx: CliContext, run_id: str, artifact_limit: int) -> None:
-    """Show one run: manifest, state, summary, streams and artifacts.
+    """Show one run: labels, manifest, state, summary, streams and artifacts.
+
+    The labels are the run's current tags and metadata (runstore tag and
+    runstore meta change them); the state shows the caller's own data (cut
+    short: --json has all of it), the summary the error and skip counts and
+    the metrics.
 
     \b
     Examples:
       runstore show run_20240115_001
       runstore show run_20240115_001 --artifacts 0
       runstore show run_20240115_001 --json | jq .summary.pass_rate
+      runstore show run_20240115_001 --json | jq .state.data
     """
     details = RunDetails.collect(cli_ctx.store.get_run(run_id))
     if cli_ctx.json:
@@ -422,6 +435,7 @@ def show(cli_ctx: CliContext, run_id: str, artifact_limit: int) -> None:
     cli_ctx.out.print(
         Group(
             title,
+            labels_panel(view.tags, view.metadata),
             manifest_panel(view.manifest),
             state_panel(view.state),
             summary_panel(view.summary),

@@ -43,7 +43,8 @@ from runstore.spi.layout import ARTIFACTS_STREAM
 __all__ = ["create_app"]
 
 INLINE_LIMIT: Final = 256 * 1024
-"""Artifacts up to this size are shown in the page; larger ones are a download link."""
+"""Artifacts up to this size are shown in the page; larger ones are a download link.
+The caller's state (``state.data``) is shown up to this many characters."""
 PAGE_SIZE: Final = 50
 LOG_LINES: Final = 200
 _SAFE_MEDIA: Final = frozenset({"application/json", "text/plain", "image/png", "image/jpeg"})
@@ -367,6 +368,7 @@ class Viewer:
         logs = await _tail(view, "logs", LOG_LINES, level) if "logs" in streams else []
         summary = view.summary
         counts = summary.stream_counts if summary is not None else {}
+        state_data = None if view.state.data is None else _pretty(view.state.data)
         return self.render(
             request,
             "run.html",
@@ -377,6 +379,10 @@ class Viewer:
             live=not view.state.is_terminal,
             chart=chart_svg(tallies) if overall.total else None,
             overall=overall,
+            errors=summary.error_count if summary else overall.counts["error"],
+            skipped=summary.skip_count if summary else overall.counts["skipped"],
+            state_data=None if state_data is None else state_data[:INLINE_LIMIT],
+            state_data_cut=state_data is not None and len(state_data) > INLINE_LIMIT,
             instances=page,
             show=show,
             matching=matching,
