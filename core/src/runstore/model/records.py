@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any, Final
 
@@ -23,8 +24,9 @@ def encode_record(record: Any) -> bytes:
     """One JSONL line (with its newline) for ``record``: a dict or a pydantic model.
 
     Raises :class:`~runstore.model.errors.InvalidInputError` for anything that is not
-    a JSON object, is nested deeper than 254 levels, or is larger than
-    :data:`MAX_RECORD_BYTES`.
+    a JSON object, is nested deeper than 254 levels, holds NaN or infinity, or is
+    larger than :data:`MAX_RECORD_BYTES`. (The NaN check costs a ``bytes`` search
+    per record; only a line holding ``null`` is walked.)
     """
     if type(record) is dict:
         try:
@@ -44,6 +46,12 @@ def encode_record(record: Any) -> bytes:
             f"a record must be a dict or a pydantic model, got {type(record).__name__}",
             details={"type": type(record).__name__},
         )
+    if b"null" in line and _non_finite(record):  # orjson writes NaN and infinity as null
+        raise InvalidInputError(
+            "record holds NaN or infinity, which JSON cannot hold (it would be stored as "
+            "null); nothing was written",
+            details={"error": "non-finite number"},
+        )
     if len(line) > MAX_RECORD_BYTES:
         raise InvalidInputError(
             f"record is {len(line)} bytes, over the {MAX_RECORD_BYTES}-byte limit; "
@@ -51,6 +59,19 @@ def encode_record(record: Any) -> bytes:
             details={"size": len(line), "limit": MAX_RECORD_BYTES},
         )
     return line
+
+
+def _non_finite(value: Any) -> bool:
+    """Whether a NaN or an infinity hides anywhere in ``value`` (a dict, list or model)."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_non_finite(item) for item in value.values())
+    if isinstance(value, list | tuple):
+        return any(_non_finite(item) for item in value)
+    if isinstance(value, BaseModel):
+        return _non_finite(value.model_dump())
+    return False
 
 
 class LineDecoder:
