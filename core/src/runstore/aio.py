@@ -18,7 +18,8 @@ from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError
 
 from runstore import __version__
-from runstore.context import Scope, step_scope
+from runstore.context import Scope, correlate, step_scope
+from runstore.context import active as _correlation
 from runstore.engine.core import RunCore, outcome
 from runstore.engine.scopes import InstanceScope
 from runstore.engine.store import DEFAULT_HEARTBEAT_SECONDS, StoreCore
@@ -39,7 +40,7 @@ from runstore.model.metadata import (
     validate_tags,
 )
 from runstore.model.names import validate_artifact_name, validate_run_id, validate_stream_name
-from runstore.model.records import LineDecoder
+from runstore.model.records import LineDecoder, encode_record
 from runstore.model.run import (
     ArtifactKind,
     ArtifactRef,
@@ -458,7 +459,9 @@ class AsyncRun:
         correlation ids it lacks (:mod:`runstore.context`).
         """
         core = self.core  # the fast path, flat: see RunCore.write
-        line = core.encode(record)
+        if _correlation() is not None:  # RunCore.encode, inlined: the hot path
+            record = correlate(core.run_id, record)
+        line = encode_record(record)
         writer = core.writers.get(stream) if type(stream) is str else None
         if writer is None:  # the slow path validates the name
             writer = await core.open_writer(stream)

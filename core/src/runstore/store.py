@@ -16,13 +16,14 @@ from typing import Any, Self, TypeVar
 from pydantic import BaseModel
 
 from runstore.aio import AsyncRun, AsyncRunView, AsyncStore
-from runstore.context import Scope, step_scope
+from runstore.context import Scope, correlate, step_scope
+from runstore.context import active as _correlation
 from runstore.engine.core import outcome
 from runstore.engine.portal import Portal
 from runstore.engine.scopes import InstanceScope
 from runstore.engine.store import DEFAULT_HEARTBEAT_SECONDS
 from runstore.model.metadata import metric_record
-from runstore.model.records import LineDecoder
+from runstore.model.records import LineDecoder, encode_record
 from runstore.model.run import (
     ArtifactKind,
     ArtifactRef,
@@ -272,7 +273,9 @@ class Run:
         correlation ids it lacks (:mod:`runstore.context`).
         """
         core = self._core
-        line = core.encode(record)
+        if _correlation() is not None:  # RunCore.encode, inlined: the hot path
+            record = correlate(core.run_id, record)
+        line = encode_record(record)
         writer = core.writers.get(stream) if type(stream) is str else None
         if writer is None:  # the slow path validates the name
             writer = self._portal.call(core.open_writer(stream))

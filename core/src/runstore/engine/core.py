@@ -28,8 +28,6 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, get_args
 
-from runstore.context import active as _correlation
-from runstore.context import correlate
 from runstore.engine.sources import as_artifact_source
 from runstore.engine.sources import media_type as guess_media_type
 from runstore.model.errors import ConflictError, InvalidInputError, RunstoreError
@@ -166,18 +164,14 @@ class RunCore:
 
     # -- appending: the fast path, in the caller's thread --------------------------------
 
-    def encode(self, record: Any) -> bytes:
-        """The JSONL line for ``record``, with the correlation ids of the current scope."""
-        if _correlation() is not None:
-            record = correlate(self.run_id, record)
-        return encode_record(record)
-
     def write(self, writer: StreamWriter, stream: str, line: bytes, record: Any) -> bool:
         """Hand ``line`` to ``writer`` and count it; ``True`` if it is durable already.
 
-        When it returns ``False`` the caller commits (:meth:`StreamWriter.commit`,
-        or ``commit_sync``) before it acknowledges the record. The hot path:
-        every face calls it once per record, so it is written out flat.
+        The faces encode ``record`` first (correlation ids, then
+        :func:`~runstore.model.records.encode_record`, inlined there: the hot
+        path). When it returns ``False`` the caller commits
+        (:meth:`StreamWriter.commit`, or ``commit_sync``) before it acknowledges
+        the record.
         """
         durable = writer.write(line)
         # written: counted even if the commit fails

@@ -50,11 +50,12 @@ not sortable. What a filter means, how values sort and how pages work:
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final, Literal, NoReturn
+from typing import Final, Literal, cast, get_args
 
 from runstore.model.errors import InvalidInputError
 
@@ -88,30 +89,13 @@ __all__ = [
 MAX_FILTER_LENGTH: Final = 4096
 MAX_DEPTH: Final = 32
 
-PLAIN_FIELDS: Final = (
-    "run_id",
-    "status",
-    "sut_name",
-    "created_at",
-    "updated_at",
-    "finished_at",
-    "tags",
-)
-TIME_FIELDS: Final = frozenset({"created_at", "updated_at", "finished_at"})
-SUMMARY_FIELDS: Final = (
-    "instance_count",
-    "pass_count",
-    "fail_count",
-    "error_count",
-    "skip_count",
-    "pass_rate",
-    "duration_ms",
-)
+_TIMES: Final = ("created_at", "updated_at", "finished_at")
+PLAIN_FIELDS: Final = ("run_id", "status", "sut_name", *_TIMES, "tags")
+TIME_FIELDS: Final = frozenset(_TIMES)
+_COUNTS: Final = ("instance_count", "pass_count", "fail_count", "error_count", "skip_count")
+SUMMARY_FIELDS: Final = (*_COUNTS, "pass_rate", "duration_ms")
 _KEYED: Final = ("metadata", "metrics", "summary")
 _FIELD_NAMES: Final = (*PLAIN_FIELDS, "metadata.<key>", "summary.<field>", "metrics.<name>")
-_KEYWORDS: Final = frozenset(
-    {"AND", "OR", "NOT", "IN", "LIKE", "ILIKE", "IS", "NULL", "CONTAINS", "TRUE", "FALSE"}
-)
 _COMPARE_OPS: Final = ("=", "!=", "<>", "<", "<=", ">", ">=")
 _INT_RANGE: Final = range(-(2**63), 2**63)
 
@@ -133,41 +117,41 @@ def _choices(items: Sequence[str]) -> str:
     return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} or {items[-1]}"
 
 
-def _field_problem(kind: str, key: str | None) -> str | None:
-    """What a field should have been, or ``None`` when ``kind``/``key`` name one."""
+def _field_problem(kind: str, key: str | None) -> list[str] | None:
+    """The fields that would have done, or ``None`` when ``kind`` and ``key`` name one."""
     if kind == "summary":
-        if key in SUMMARY_FIELDS:
-            return None
-        return f"a summary field ({_choices([f'summary.{name}' for name in SUMMARY_FIELDS])})"
+        return None if key in SUMMARY_FIELDS else [f"summary.{name}" for name in SUMMARY_FIELDS]
     if (kind in PLAIN_FIELDS and key is None) or (kind in _KEYED and isinstance(key, str) and key):
         return None
-    return f"a field ({_choices(_FIELD_NAMES)})"
+    return list(_FIELD_NAMES)
 
 
-def _value_problem(field: Field, value: object) -> str | None:
+def _value_problem(field: Field, value: object) -> list[str] | None:
     """What a literal for ``field`` should have been, or ``None`` when ``value`` is one."""
     if field.kind in TIME_FIELDS:
         ok = isinstance(value, datetime) and value.utcoffset() is not None
-        return None if ok else "an ISO 8601 date or datetime string"
+        return None if ok else ["an ISO 8601 date or datetime string"]
     if isinstance(value, bool | str):
         return None
     if isinstance(value, int):
-        return None if value in _INT_RANGE else "an integer in the signed 64-bit range"
+        return None if value in _INT_RANGE else ["an integer in the signed 64-bit range"]
     if isinstance(value, float):
-        return None if value - value == 0 else "a finite number"
-    return "a string, a number, TRUE or FALSE"
+        return None if math.isfinite(value) else ["a finite number"]
+    return ["a string", "a number", "TRUE", "FALSE"]
 
 
-def _pattern_problem(pattern: object) -> str | None:
+def _pattern_problem(pattern: str) -> list[str] | None:
     escaped = False
-    for char in pattern if isinstance(pattern, str) else "\\":
+    for char in pattern:
         escaped = not escaped and char == "\\"
-    return "a pattern that does not end in a lone backslash" if escaped else None
+    return ["a pattern that does not end in a lone backslash"] if escaped else None
 
 
-def _check(problem: str | None, what: object) -> None:
+def _check(problem: list[str] | None, what: object) -> None:
     if problem is not None:
-        raise InvalidInputError(f"invalid {what}: expected {problem}", details={"expected": problem})
+        raise InvalidInputError(
+            f"invalid {what}: expected {_choices(problem)}", details={"expected": problem}
+        )
 
 
 @dataclass(frozen=True)
@@ -179,7 +163,8 @@ class Field:
     key: str | None = None
 
     def __post_init__(self) -> None:
-        _check(_field_problem(self.kind, self.key), f"field {self.kind!r}.{self.key!r}")
+        name = self.kind if self.key is None else f"{self.kind}.{self.key}"
+        _check(_field_problem(self.kind, self.key), f"field {name!r}")
 
     def __str__(self) -> str:
         if self.key is None:
@@ -203,7 +188,7 @@ class Compare:
     value: Value
 
     def __post_init__(self) -> None:
-        _check(None if self.op in _COMPARE_OPS[:2] + _COMPARE_OPS[3:] else "an operator", self.op)
+        _check(None if self.op in get_args(CompareOp) else list(get_args(CompareOp)), self.op)
         _check_values(self.field, [self.value])
 
 
@@ -216,7 +201,7 @@ class In:
     negated: bool = False
 
     def __post_init__(self) -> None:
-        _check(None if self.values else "at least one value", "IN list")
+        _check(None if self.values else ["at least one value"], "IN list")
         _check_values(self.field, self.values)
 
 
@@ -230,7 +215,8 @@ class Like:
     case_insensitive: bool = False
 
     def __post_init__(self) -> None:
-        _check("a field that is not a time" if self.field.kind in TIME_FIELDS else None, "LIKE")
+        _check(["a field that is not a time"] if self.field.kind in TIME_FIELDS else None, "LIKE")
+        _check(None if isinstance(self.pattern, str) else ["a string"], "LIKE pattern")
         _check(_pattern_problem(self.pattern), f"LIKE pattern {self.pattern!r}")
 
 
@@ -250,28 +236,24 @@ class Contains:
     value: str
 
     def __post_init__(self) -> None:
-        _check(None if self.field.kind == "tags" else "the field tags", "CONTAINS")
-        _check(None if isinstance(self.value, str) else "a string", f"CONTAINS {self.value!r}")
+        _check(None if self.field.kind == "tags" else ["the field tags"], "CONTAINS")
+        _check(None if isinstance(self.value, str) else ["a string"], f"CONTAINS {self.value!r}")
 
 
 @dataclass(frozen=True)
-class And:
+class _Junction:
+    items: tuple[Expr, ...]
+
+    def __post_init__(self) -> None:
+        _check(None if len(self.items) > 1 else ["two or more operands"], type(self).__name__)
+
+
+class And(_Junction):
     """All of ``items`` (two or more)."""
 
-    items: tuple[Expr, ...]
 
-    def __post_init__(self) -> None:
-        _check(None if len(self.items) > 1 else "two or more operands", "AND")
-
-
-@dataclass(frozen=True)
-class Or:
+class Or(_Junction):
     """Any of ``items`` (two or more)."""
-
-    items: tuple[Expr, ...]
-
-    def __post_init__(self) -> None:
-        _check(None if len(self.items) > 1 else "two or more operands", "OR")
 
 
 @dataclass(frozen=True)
@@ -293,7 +275,7 @@ class OrderKey:
     descending: bool = False
 
     def __post_init__(self) -> None:
-        _check("a field that is not tags" if self.field.kind == "tags" else None, "sort key")
+        _check(["a field that is not tags"] if self.field.kind == "tags" else None, "sort key")
 
     def __str__(self) -> str:
         return f"{self.field} {'DESC' if self.descending else 'ASC'}"
@@ -359,9 +341,12 @@ def render_order(order: Sequence[OrderKey]) -> str:
 # -- tokens -------------------------------------------------------------------
 
 
+_Kind = Literal["word", "field", "string", "number", "op", "punct", "char", "end"]
+
+
 @dataclass(frozen=True)
 class _Token:
-    kind: Literal["word", "field", "string", "number", "op", "punct", "char", "end"]
+    kind: _Kind
     pos: int  # 1-based
     text: str  # as written
     value: object = None
@@ -375,6 +360,9 @@ class _Token:
     def keyword(self, *words: str) -> bool:
         return self.kind == "word" and self.text.upper() in words
 
+    def punct(self, text: str) -> bool:
+        return self.kind == "punct" and self.text == text
+
 
 class _Lexer:
     """Reads one token at a time, so errors come in the order of the text."""
@@ -382,10 +370,13 @@ class _Lexer:
     def __init__(self, text: str, subject: str) -> None:
         self.text, self.subject, self.index = text, subject, 0
 
-    def fail(self, pos: int, expected: str, found: str, after: str = "") -> NoReturn:
+    def error(
+        self, pos: int, expected: list[str], found: str, after: str = ""
+    ) -> InvalidInputError:
         where = f" after {after}" if after else ""
-        raise InvalidInputError(
-            f"invalid {self.subject} at position {pos}: expected {expected}{where}, found {found}",
+        return InvalidInputError(
+            f"invalid {self.subject} at position {pos}: "
+            f"expected {_choices(expected)}{where}, found {found}",
             details={"position": pos, "expected": expected, "found": found},
         )
 
@@ -396,10 +387,9 @@ class _Lexer:
         if i == len(text):
             self.index = i
             return _Token("end", i + 1, "")
-        char = text[i]
-        kind: Literal["word", "field", "string", "number", "op", "punct", "char"]
+        kind: _Kind
         value: object = None
-        if char in "'\"":
+        if text[i] in "'\"":
             kind, (value, end) = "string", self._string(i)
         elif number := _NUMBER.match(text, i):
             kind, end = "number", number.end()
@@ -411,202 +401,206 @@ class _Lexer:
         elif operator := _OPERATOR.match(text, i):
             kind, end = "op", operator.end()
         else:
-            kind, end = ("punct" if char in "()," else "char"), i + 1
+            kind, end = ("punct" if text[i] in "()," else "char"), i + 1
         self.index = end
         return _Token(kind, i + 1, text[i:end], value)
 
     def _string(self, start: int) -> tuple[str, int]:
         text, quote, i, out = self.text, self.text[start], start + 1, []
         while i < len(text):
-            char = text[i]
-            if char == "\\" and text[i + 1 : i + 2] in ("\\", "'", '"'):
+            if text[i] == "\\" and text[i + 1 : i + 2] in ("\\", "'", '"'):
                 out.append(text[i + 1])
                 i += 2
-            elif char == quote and text.startswith(quote, i + 1):
+            elif text[i] == quote and text.startswith(quote, i + 1):
                 out.append(quote)
                 i += 2
-            elif char == quote:
+            elif text[i] == quote:
                 return "".join(out), i + 1
             else:
-                out.append(char)
+                out.append(text[i])
                 i += 1
-        self.fail(len(text) + 1, f"a closing {quote}", "end of input", f"the string at {start + 1}")
+        opened = f"the string at position {start + 1}"
+        raise self.error(len(text) + 1, [f"a closing {quote}"], "end of input", opened)
 
     def _key(self, prefix: str, start: int) -> tuple[tuple[str, str], int]:
         text = self.text
         if text.startswith("`", start):
-            i, out = start + 1, []
+            i, parts = start + 1, []
             while (close := text.find("`", i)) >= 0:
-                out.append(text[i:close])
+                parts.append(text[i:close])
                 if not text.startswith("`", close + 1):
-                    return (prefix, "`".join(out)), close + 1
+                    return (prefix, "`".join(parts)), close + 1
                 i = close + 2
-            self.fail(len(text) + 1, "a closing `", "end of input", f"the key at {start + 1}")
+            opened = f"the key at position {start + 1}"
+            raise self.error(len(text) + 1, ["a closing `"], "end of input", opened)
         if bare := _BARE_KEY.match(text, start):
             return (prefix, bare[0]), bare.end()
         found = _Token("end", 0, "") if start == len(text) else _Token("char", 0, text[start])
-        self.fail(start + 1, "a key", found.found(), f"'{prefix}.'")
+        raise self.error(start + 1, ["a key"], found.found(), f"'{prefix}.'")
+
+
+def _operators(field: Field) -> list[str]:
+    """The operators ``field`` takes (what an error after a field lists)."""
+    time = field.kind in TIME_FIELDS
+    likes = [] if time else ["LIKE", "NOT LIKE", "ILIKE", "NOT ILIKE"]
+    contains = ["CONTAINS"] if field.kind == "tags" else []
+    return [*_COMPARE_OPS, "IN", "NOT IN", *likes, "IS NULL", "IS NOT NULL", *contains]
 
 
 # -- parsing ------------------------------------------------------------------
 
 
 class _Parser:
+    """Recursive descent over the grammar of the module docstring."""
+
     def __init__(self, text: object, subject: str) -> None:
         if not isinstance(text, str):
+            found = type(text).__name__
             raise InvalidInputError(
-                f"a {subject} must be a string, not {type(text).__name__}",
-                details={"expected": "a string", "found": type(text).__name__},
+                f"a {subject} must be a string, not {found}",
+                details={"expected": ["a string"], "found": found},
             )
         self.lexer = _Lexer(text, subject)
         if len(text) > MAX_FILTER_LENGTH:
-            found = f"{len(text)} characters"
-            self.lexer.fail(MAX_FILTER_LENGTH + 1, f"at most {MAX_FILTER_LENGTH} characters", found)
+            wanted = [f"at most {MAX_FILTER_LENGTH} characters"]
+            raise self.lexer.error(MAX_FILTER_LENGTH + 1, wanted, f"{len(text)} characters")
         self.token = self.lexer.next()
 
     def advance(self) -> _Token:
         token, self.token = self.token, self.lexer.next()
         return token
 
-    def fail(self, expected: str, after: str = "", token: _Token | None = None) -> NoReturn:
+    def error(
+        self, expected: list[str], after: str = "", token: _Token | None = None
+    ) -> InvalidInputError:
         token = token or self.token
-        self.lexer.fail(token.pos, expected, token.found(), after)
+        return self.lexer.error(token.pos, expected, token.found(), after)
 
-    def expect(self, text: str, after: str) -> None:
-        if self.token.text != text or self.token.kind not in ("punct", "word"):
-            self.fail(f"'{text}'", after)
-        self.advance()
-
-    # expr := or; or := and ("OR" and)*; and := unary ("AND" unary)*
     def where(self) -> Expr:
-        expr = self.disjunction(0)
+        expr = self.junction(0, "OR")
         if self.token.kind != "end":
-            self.fail("AND, OR or end of input")
+            raise self.error(["AND", "OR", "end of input"])
         return expr
 
-    def disjunction(self, depth: int) -> Expr:
-        items = [self.conjunction(depth)]
-        while self.token.keyword("OR"):
+    def junction(self, depth: int, word: str) -> Expr:
+        """``or := and ("OR" and)*`` and ``and := unary ("AND" unary)*``."""
+        items = [self.junction(depth, "AND") if word == "OR" else self.unary(depth)]
+        while self.token.keyword(word):
             self.advance()
-            items.append(self.conjunction(depth))
-        return items[0] if len(items) == 1 else Or(tuple(items))
-
-    def conjunction(self, depth: int) -> Expr:
-        items = [self.unary(depth)]
-        while self.token.keyword("AND"):
-            self.advance()
-            items.append(self.unary(depth))
-        return items[0] if len(items) == 1 else And(tuple(items))
+            items.append(self.junction(depth, "AND") if word == "OR" else self.unary(depth))
+        return items[0] if len(items) == 1 else (Or if word == "OR" else And)(tuple(items))
 
     def unary(self, depth: int) -> Expr:
-        nested = self.token.keyword("NOT") or self.token.text == "("
-        if nested and depth == MAX_DEPTH:
-            self.fail(f"at most {MAX_DEPTH} nested parentheses and NOTs")
-        if self.token.keyword("NOT"):
+        negation, group = self.token.keyword("NOT"), self.token.punct("(")
+        if (negation or group) and depth == MAX_DEPTH:
+            raise self.error([f"at most {MAX_DEPTH} nested parentheses and NOTs"])
+        if negation:
             self.advance()
             return Not(self.unary(depth + 1))
-        if self.token.kind == "punct" and self.token.text == "(":
-            self.advance()
-            expr = self.disjunction(depth + 1)
-            if self.token.text != ")":
-                self.fail("AND, OR or ')'")
-            self.advance()
-            return expr
-        return self.predicate()
+        if not group:
+            return self.predicate()
+        self.advance()
+        expr = self.junction(depth + 1, "OR")
+        if not self.token.punct(")"):
+            raise self.error(["AND", "OR", "')'"])
+        self.advance()
+        return expr
 
-    def field(self, what: str = "") -> Field:
+    def field(self, sortable: bool = False) -> Field:
         token = self.token
-        kind, key = token.value if token.kind == "field" else (token.text, None)  # type: ignore[misc]
-        problem = _field_problem(kind, key) if token.kind in ("word", "field") else None
-        problem = problem or ("" if token.kind in ("word", "field") else _field_problem("", None))
-        if problem or (what and kind == "tags"):
-            self.fail(problem or what)
+        kind, key = token.text if token.kind == "word" else "", None
+        if token.kind == "field" and isinstance(token.value, tuple):
+            kind, key = token.value
+        expected = _field_problem(kind, key)
+        if sortable and (expected or kind == "tags"):
+            expected = [name for name in _FIELD_NAMES if name != "tags"]
+        if expected:
+            raise self.error(expected)
         self.advance()
         return Field(kind, key)
 
     def predicate(self) -> Expr:
         field = self.field()
-        after, token = f"'{field}'", self.advance()
-        time, tags = field.kind in TIME_FIELDS, field.kind == "tags"
-        ops = [*_COMPARE_OPS, "IN", "NOT IN", *(() if time else ("LIKE", "NOT LIKE", "ILIKE"))]
-        ops += [*(() if time else ["NOT ILIKE"]), "IS NULL", "IS NOT NULL"]
+        token, time = self.advance(), field.kind in TIME_FIELDS
         if token.kind == "op" and token.text in _COMPARE_OPS:
-            op = "!=" if token.text == "<>" else token.text
-            return Compare(field, op, self.literal(field, f"'{token.text}'"))  # type: ignore[arg-type]
+            op = cast(CompareOp, "!=" if token.text == "<>" else token.text)
+            return Compare(field, op, self.literal(field, f"'{token.text}'"))
         if token.keyword("IS"):
             negated = self.token.keyword("NOT")
             if negated:
                 self.advance()
             if not self.token.keyword("NULL"):
-                self.fail("NULL" if negated else "NULL or NOT NULL", "'IS NOT'" if negated else "'IS'")
+                raise self.error(
+                    ["NULL"] if negated else ["NULL", "NOT NULL"], f"'IS{' NOT' * negated}'"
+                )
             self.advance()
             return IsNull(field, negated)
-        if token.keyword("CONTAINS") and tags:
-            value = self.token
-            if value.kind != "string":
-                self.fail("a string", "'CONTAINS'")
-            self.advance()
-            return Contains(field, str(value.value))
+        if token.keyword("CONTAINS") and field.kind == "tags":
+            return Contains(field, self.string(token))
         negated = token.keyword("NOT")
         if negated:
             token = self.advance()
-            if not token.keyword("IN", "LIKE", "ILIKE") or (time and not token.keyword("IN")):
-                self.fail("IN" if time else "IN, LIKE or ILIKE", "'NOT'", token)
+            if not token.keyword("IN", *(() if time else ("LIKE", "ILIKE"))):
+                raise self.error(["IN"] if time else ["IN", "LIKE", "ILIKE"], "'NOT'", token)
         if token.keyword("IN"):
             return In(field, self.values(field), negated)
         if token.keyword("LIKE", "ILIKE") and not time:
             pattern = self.token
-            if pattern.kind != "string":
-                self.fail("a string", f"'{token.text}'")
-            if problem := _pattern_problem(pattern.value):
-                self.fail(problem, f"'{token.text}'")
-            self.advance()
+            if problem := _pattern_problem(self.string(token)):
+                raise self.error(problem, "", pattern)
             return Like(field, str(pattern.value), negated, token.keyword("ILIKE"))
-        self.fail(f"an operator ({_choices(ops + (['CONTAINS'] if tags else []))})", after, token)
+        raise self.error(_operators(field), f"'{field}'", token)
+
+    def string(self, after: _Token) -> str:
+        if self.token.kind != "string":
+            raise self.error(["a string"], f"'{after.text}'")
+        return str(self.advance().value)
 
     def values(self, field: Field) -> tuple[Value, ...]:
-        self.expect("(", "'IN'")
+        if not self.token.punct("("):
+            raise self.error(["'('"], "'IN'")
+        self.advance()
         values = [self.literal(field, "'('")]
-        while self.token.text == "," and self.token.kind == "punct":
+        while self.token.punct(","):
             self.advance()
             values.append(self.literal(field, "','"))
-        if self.token.text != ")" or self.token.kind != "punct":
-            self.fail("',' or ')'")
+        if not self.token.punct(")"):
+            raise self.error(["','", "')'"])
         self.advance()
         return tuple(values)
 
     def literal(self, field: Field, after: str) -> Value:
         token = self.token
-        value: object = None
-        if token.kind in ("string", "number"):
-            value = token.value
-        elif token.keyword("TRUE", "FALSE"):
+        value = token.value if token.kind in ("string", "number") else None
+        if token.keyword("TRUE", "FALSE"):
             value = token.keyword("TRUE")
-        if field.kind in TIME_FIELDS:
-            value = _parse_time(value) if isinstance(value, str) else None
-        problem = "a value" if value is None else _value_problem(field, value)
-        if problem:
-            self.fail(problem, after if problem == "a value" else "")
+        if value is None:
+            raise self.error(["a value"], after)
+        if field.kind in TIME_FIELDS and isinstance(value, str):
+            value = _parse_time(value)
+        if expected := _value_problem(field, value):
+            raise self.error(expected)
         self.advance()
-        return value  # type: ignore[return-value]
+        return cast(Value, value)
 
     def order(self) -> list[OrderKey]:
-        keys = [self.order_key()]
-        while self.token.kind == "punct" and self.token.text == ",":
+        keys: list[OrderKey] = []
+        while True:
+            minus = self.token.kind == "char" and self.token.text == "-"
+            if minus:
+                self.advance()
+            field = self.field(sortable=True)
+            follow = ["','", "end of input"]
+            if not minus and self.token.keyword("ASC", "DESC"):
+                keys.append(OrderKey(field, self.advance().keyword("DESC")))
+            else:
+                keys.append(OrderKey(field, minus))
+                follow = follow if minus else ["ASC", "DESC", *follow]
+            if self.token.kind == "end":
+                return keys
+            if not self.token.punct(","):
+                raise self.error(follow)
             self.advance()
-            keys.append(self.order_key())
-        if self.token.kind != "end":
-            self.fail("ASC, DESC, ',' or end of input")
-        return keys
-
-    def order_key(self) -> OrderKey:
-        minus = self.token.kind == "char" and self.token.text == "-"
-        if minus:
-            self.advance()
-        field = self.field("a sortable field (any field but tags)")
-        if minus or not self.token.keyword("ASC", "DESC"):
-            return OrderKey(field, minus)
-        return OrderKey(field, self.advance().keyword("DESC"))
 
 
 def _parse_time(text: str) -> datetime | None:
@@ -635,7 +629,7 @@ def parse_order_by(spec: str | Sequence[str] | None) -> tuple[OrderKey, ...]:
     if not items:
         raise InvalidInputError(
             "an empty sort order: give at least one key, or None for newest first",
-            details={"expected": "a sort key", "found": "nothing"},
+            details={"expected": ["a sort key"], "found": "nothing"},
         )
     keys: list[OrderKey] = []
     for number, item in enumerate(items, 1):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator
 from typing import Any, Final
 
@@ -18,6 +19,8 @@ MAX_RECORD_BYTES: Final = 8 << 20
 
 _APPEND_NEWLINE: Final = orjson.OPT_APPEND_NEWLINE
 _dumps = orjson.dumps
+_has_null: Final = re.compile(rb"null").search
+"""The fastest way here to ask whether a line holds ``null`` (a compiled search beats ``in``)."""
 
 
 def encode_record(record: Any) -> bytes:
@@ -46,7 +49,7 @@ def encode_record(record: Any) -> bytes:
             f"a record must be a dict or a pydantic model, got {type(record).__name__}",
             details={"type": type(record).__name__},
         )
-    if b"null" in line and _non_finite(record):  # orjson writes NaN and infinity as null
+    if _has_null(line) and _non_finite(record):  # orjson writes NaN and infinity as null
         raise InvalidInputError(
             "record holds NaN or infinity, which JSON cannot hold (it would be stored as "
             "null); nothing was written",

@@ -8,6 +8,10 @@ registration), :mod:`~.hookspecs` (the plugin hooks), :mod:`~.layout` (paths
 of the Windtunnel tree) and :mod:`~.memory` (the in-memory reference backend
 the conformance kit compares every backend against). Imports only
 :mod:`runstore.model`.
+
+The run-index query language (:mod:`runstore.model.query`) and its reference
+semantics (:mod:`runstore.model.selection`) are here for backends that push
+``where``, ``order_by`` and page tokens down.
 """
 
 from __future__ import annotations
@@ -25,7 +29,37 @@ from runstore.model.errors import (
     StorageIOError,
     UnsupportedError,
 )
+from runstore.model.query import (
+    DEFAULT_ORDER,
+    And,
+    Compare,
+    Contains,
+    Expr,
+    Field,
+    In,
+    IsNull,
+    Like,
+    Not,
+    Or,
+    OrderKey,
+    complete_order,
+    parse_order_by,
+    parse_where,
+    render,
+    render_order,
+)
 from runstore.model.run import RunManifest, RunRecord, RunState, RunStatus, RunSummary
+from runstore.model.selection import (
+    Page,
+    decode_page_token,
+    encode_page_token,
+    field_value,
+    matches,
+    paginate,
+    query_fingerprint,
+    select,
+    sort_values,
+)
 from runstore.spi import layout
 from runstore.spi.backends import (
     ALL_CONCERNS,
@@ -47,20 +81,33 @@ from runstore.spi.hookspecs import hookimpl
 
 __all__ = [
     "ALL_CONCERNS",
+    "DEFAULT_ORDER",
     "AlreadyExistsError",
+    "And",
     "ArtifactBackend",
     "ArtifactSource",
     "BackendNotFoundError",
     "BackendSpec",
     "BackendUnavailableError",
     "Capabilities",
+    "Compare",
     "Concern",
     "ConflictError",
+    "Contains",
     "CorruptError",
     "Durability",
+    "Expr",
+    "Field",
+    "In",
     "InvalidInputError",
+    "IsNull",
+    "Like",
     "LogBackend",
+    "Not",
     "NotFoundError",
+    "Or",
+    "OrderKey",
+    "Page",
     "PermissionDeniedError",
     "RunManifest",
     "RunQuery",
@@ -75,7 +122,20 @@ __all__ = [
     "StreamWriter",
     "Target",
     "UnsupportedError",
+    "complete_order",
+    "decode_page_token",
+    "encode_page_token",
+    "field_value",
     "hash_source",
     "hookimpl",
     "layout",
+    "matches",
+    "paginate",
+    "parse_order_by",
+    "parse_where",
+    "query_fingerprint",
+    "render",
+    "render_order",
+    "select",
+    "sort_values",
 ]

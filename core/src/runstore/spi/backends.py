@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, get_args
 
 from runstore.model.errors import InvalidInputError, UnsupportedError
+from runstore.model.query import DEFAULT_ORDER, Expr, OrderKey, parse_order_by, parse_where
 from runstore.model.run import RunManifest, RunRecord, RunState, RunStatus, RunSummary
+from runstore.model.selection import Page, paginate, query_fingerprint
+from runstore.model.selection import matches as matches_where
 
 __all__ = [
     "ALL_CONCERNS",
@@ -125,12 +128,30 @@ _STATUSES: frozenset[str] = frozenset(get_args(RunStatus))
 
 
 class RunQuery:
-    """Filter and page for ``list_runs``; :meth:`matches` is the reference semantics.
+    """Filter, order and page for ``list_runs``; :meth:`matches` and :meth:`apply`
+    are the reference semantics (:mod:`runstore.model.selection`).
 
-    Results are ordered newest first (``created_at``, then ``run_id``, descending).
+    ``where`` is a filter in the language of :mod:`runstore.model.query` (text is
+    parsed here, so a bad one raises :class:`~runstore.model.errors.InvalidInputError`
+    at once; blank text is no filter) and applies on top of the classic filters
+    (``status`` ... ``created_before``).
+    ``order_by`` defaults to newest first (``created_at``, then ``run_id``, descending).
+    ``page_token`` is the ``next_page_token`` of the previous page of the same query;
+    it replaces ``offset``.
     """
 
-    __slots__ = ("created_after", "created_before", "limit", "offset", "status", "sut_name", "tags")
+    __slots__ = (
+        "created_after",
+        "created_before",
+        "limit",
+        "offset",
+        "order_by",
+        "page_token",
+        "status",
+        "sut_name",
+        "tags",
+        "where",
+    )
 
     def __init__(
         self,
@@ -142,6 +163,9 @@ class RunQuery:
         created_before: datetime | None = None,
         limit: int | None = None,
         offset: int = 0,
+        where: str | Expr | None = None,
+        order_by: str | Sequence[str] | None = None,
+        page_token: str | None = None,
     ) -> None:
         self.status: frozenset[str] | None = (
             None if status is None else frozenset([status] if isinstance(status, str) else status)
@@ -162,6 +186,42 @@ class RunQuery:
         self.created_before = created_before
         self.limit = limit
         self.offset = offset
+        # Blank text is no filter (as MLflow's filter_string); anything else but a tree
+        # or None goes to the parser, which refuses what is not a filter.
+        if where is not None and not isinstance(where, Expr):
+            where = parse_where(where) if not isinstance(where, str) or where.strip() else None
+        self.where: Expr | None = where
+        self.order_by: tuple[OrderKey, ...] = parse_order_by(order_by)
+        self.page_token = page_token
+        if (limit is not None and limit < 0) or offset < 0:
+            raise InvalidInputError(
+                "limit and offset must not be negative",
+                details={"limit": limit, "offset": offset},
+            )
+        if page_token is not None and offset:
+            raise InvalidInputError(
+                "give a page_token or an offset, not both", details={"offset": offset}
+            )
+
+    @property
+    def classic(self) -> bool:
+        """Only the classic filters, newest first and no page token: what a backend
+        that does not push ``where``, ``order_by`` and pages down can answer itself
+        (otherwise it falls back to :meth:`apply`)."""
+        return self.where is None and self.order_by == DEFAULT_ORDER and self.page_token is None
+
+    @property
+    def fingerprint(self) -> str:
+        """What this query's page tokens are bound to: every filter and the order."""
+        classic = [
+            None if self.status is None else sorted(self.status),
+            self.sut_name,
+            None if self.tags is None else sorted(self.tags),
+            None if self.created_after is None else self.created_after.isoformat(),
+            None if self.created_before is None else self.created_before.isoformat(),
+        ]
+        extra = [classic] if any(value is not None for value in classic) else []
+        return query_fingerprint(self.where, self.order_by, *extra)
 
     def matches(self, record: RunRecord) -> bool:
         return (
@@ -170,17 +230,23 @@ class RunQuery:
             and (self.tags is None or self.tags.issubset(record.tags))
             and (self.created_after is None or record.created_at >= self.created_after)
             and (self.created_before is None or record.created_at < self.created_before)
+            and (self.where is None or matches_where(self.where, record))
         )
 
-    def apply(self, records: Collection[RunRecord]) -> list[RunRecord]:
-        """Filter, order and page ``records`` (for backends that filter in memory)."""
-        hits = sorted(
+    def apply(self, records: Collection[RunRecord]) -> Page:
+        """Filter, order and page ``records`` (for backends that filter in memory).
+
+        The result is a list (a :class:`~runstore.model.selection.Page`) whose
+        ``next_page_token`` fetches the next page when ``limit`` cut it short.
+        """
+        return paginate(
             (r for r in records if self.matches(r)),
-            key=lambda r: (r.created_at, r.run_id),
-            reverse=True,
+            self.order_by,
+            fingerprint=self.fingerprint,
+            limit=self.limit,
+            offset=self.offset,
+            page_token=self.page_token,
         )
-        end = None if self.limit is None else self.offset + self.limit
-        return hits[self.offset : end]
 
 
 class StateBackend(ABC):
@@ -224,7 +290,12 @@ class StateBackend(ABC):
 
     @abstractmethod
     async def list_runs(self, query: RunQuery) -> list[RunRecord]:
-        """Index records matching ``query``, newest first."""
+        """Index records matching ``query``, in its order, one page of them.
+
+        ``query.apply`` is the reference (it returns a :class:`~runstore.model.selection.Page`
+        with the next page's token); a backend that pushes down only the classic
+        filters uses it whenever ``query.classic`` is false.
+        """
 
     @abstractmethod
     async def list_run_ids(self, prefix: str = "") -> list[str]:
