@@ -345,8 +345,15 @@ class LogConformance(_Kit):
 
     @pytest.mark.parametrize(
         "record",
-        [{"bad": object()}, {1: "int key"}, ["not", "an", "object"], "text"],
-        ids=["object-value", "int-key", "list", "str"],
+        [
+            {"bad": object()},
+            {1: "int key"},
+            ["not", "an", "object"],
+            "text",
+            {"latency": float("nan")},
+            {"nested": [{"x": float("-inf")}], "ok": None},
+        ],
+        ids=["object-value", "int-key", "list", "str", "nan", "nested-infinity"],
     )
     def test_unserialisable_record_is_refused_and_not_written(
         self, store: runstore.Store, record: Any
