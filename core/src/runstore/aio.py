@@ -9,7 +9,7 @@ directly in the caller's thread.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Collection, Iterable, Mapping
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Self, TypeVar
 
@@ -53,6 +53,7 @@ from runstore.model.run import (
     RunSummary,
     utcnow,
 )
+from runstore.model.selection import Page
 from runstore.registry.config import default_store_url
 from runstore.registry.plugins import Plugins
 from runstore.replay import AsyncInstanceBundle, load_instance
@@ -300,8 +301,22 @@ class AsyncStore:
         created_before: datetime | None = None,
         limit: int | None = None,
         offset: int = 0,
-    ) -> list[RunRecord]:
-        """Run index records, newest first, filtered and paginated."""
+        where: str | None = None,
+        order_by: str | Sequence[str] | None = None,
+        page_token: str | None = None,
+    ) -> Page:
+        """Run index records, newest first, filtered and paginated.
+
+        ``where`` filters in the language MLflow users know from ``search_runs``
+        (``"metadata.project = 'demo' AND summary.pass_rate < 0.9"``, see
+        :mod:`runstore.model.query`), on top of the other filters. ``order_by``
+        sorts (``"-created_at"``, ``["metadata.lang", "summary.pass_rate DESC"]``).
+        The result is a list, a :class:`~runstore.model.selection.Page`: with a
+        ``limit``, its ``next_page_token`` asks for the next page
+        (``page_token=``), or is ``None`` after the last one. A malformed filter
+        is an :class:`~runstore.model.errors.InvalidInputError` naming the
+        position and what was expected there.
+        """
         if (limit is not None and limit < 0) or offset < 0:
             raise InvalidInputError("limit and offset must not be negative")
         for moment in (created_after, created_before):
@@ -319,8 +334,13 @@ class AsyncStore:
             created_before=created_before,
             limit=limit,
             offset=offset,
+            where=where,
+            order_by=order_by,
+            page_token=page_token,
         )
-        return await self.core.state.list_runs(query)
+        found = await self.core.state.list_runs(query)
+        # A backend that returns a plain list cut the page itself: no next page to offer.
+        return found if isinstance(found, Page) else Page(found)
 
     async def set_metadata(self, run_id: str, metadata: Mapping[str, Any]) -> RunRecord:
         """Merge ``metadata`` into the run's metadata (also after it finished); the new record.

@@ -8,7 +8,7 @@ thread through the backend's writer, so it costs about as much as a raw
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -36,6 +36,7 @@ from runstore.model.run import (
     RunSummary,
     utcnow,
 )
+from runstore.model.selection import Page
 from runstore.replay import InstanceBundle, sync_bundle
 from runstore.spi.backends import Concern, Durability
 from runstore.spi.layout import METRICS_STREAM
@@ -161,8 +162,15 @@ class Store:
         created_before: datetime | None = None,
         limit: int | None = None,
         offset: int = 0,
-    ) -> list[RunRecord]:
-        """Run index records, newest first, filtered and paginated."""
+        where: str | None = None,
+        order_by: str | Sequence[str] | None = None,
+        page_token: str | None = None,
+    ) -> Page:
+        """Run index records, newest first, filtered and paginated.
+
+        See :meth:`runstore.aio.AsyncStore.list_runs` for ``where``,
+        ``order_by`` and ``page_token``.
+        """
         return self.portal.call(
             self.aio.list_runs(
                 status=status,
@@ -172,6 +180,9 @@ class Store:
                 created_before=created_before,
                 limit=limit,
                 offset=offset,
+                where=where,
+                order_by=order_by,
+                page_token=page_token,
             )
         )
 

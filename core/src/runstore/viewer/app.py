@@ -37,7 +37,7 @@ from runstore.aio import open as open_async
 from runstore.cli.format import fmt_bytes, fmt_duration, fmt_time
 from runstore.model.errors import InvalidInputError, NotFoundError, RunstoreError
 from runstore.model.names import validate_stream_name
-from runstore.model.run import TERMINAL_STATUSES, ArtifactRef
+from runstore.model.run import TERMINAL_STATUSES, ArtifactRef, RunRecord
 from runstore.spi.layout import ARTIFACTS_STREAM
 
 __all__ = ["create_app"]
@@ -303,7 +303,7 @@ class Viewer:
         tag = params.get("tag") or None
         limit = _int(params, "limit", PAGE_SIZE, 1, 500)
         offset = _int(params, "offset", 0, 0, 10**9)
-        records = await self.store.list_runs(
+        records: list[RunRecord] = await self.store.list_runs(
             status=statuses or None,  # type: ignore[arg-type]  # RunQuery refuses unknown ones
             sut_name=sut,
             tags=[tag] if tag else None,

@@ -19,6 +19,7 @@ from pydantic import TypeAdapter
 
 from runstore.model.errors import StorageIOError
 from runstore.model.run import RunRecord
+from runstore.model.selection import Page, encode_page_token
 from runstore.spi.backends import RunQuery
 from runstore_local._errors import translating
 
@@ -140,6 +141,19 @@ class RunIndex:
         return int(str(rows[0][0])) if rows else 0
 
     def query(self, query: RunQuery) -> list[RunRecord]:
+        if not query.classic:
+            # A filter, another order or a page token: SQLite narrows by the classic
+            # filters, the reference semantics do the rest.
+            return query.apply(self._select(query, limit=None, offset=0))
+        if query.limit is None:
+            return Page(self._select(query, limit=None, offset=query.offset))
+        rows = self._select(query, limit=query.limit + 1, offset=query.offset)
+        page = Page(rows[: query.limit])
+        if len(rows) > query.limit and page:  # one more row: there is a next page
+            page.next_page_token = encode_page_token(page[-1], query.order_by, query.fingerprint)
+        return page
+
+    def _select(self, query: RunQuery, *, limit: int | None, offset: int) -> list[RunRecord]:
         where: list[str] = []
         params: list[object] = []
         if query.status is not None:
@@ -164,7 +178,7 @@ class RunIndex:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_us DESC, run_id DESC LIMIT ? OFFSET ?"
-        params.extend((-1 if query.limit is None else query.limit, query.offset))
+        params.extend((-1 if limit is None else limit, offset))
         rows = self._execute(sql, params)
         # One validation call for the whole page is ~5x faster than one per row,
         # and pausing the collector while 100k fresh objects appear ~2.5x more.
