@@ -300,3 +300,51 @@ def test_ls_leaves_out_the_metadata_first_and_says_so_when_80_columns_are_too_fe
     assert max(len(line) for line in lines) <= 80
     assert lines[0].split()[-1] == "tags"
     assert "metadata left out at 80 columns: ls --json has them" in lines
+
+
+# -- ls --where ----------------------------------------------------------------------------
+
+
+def test_ls_where_filters_by_metadata_and_orders_by_a_key(
+    cli_store: CliStore, small_runs: Runs
+) -> None:
+    for run_id in ("run_a", "run_b", "run_c"):
+        small_runs(cli_store, run_id)
+    cli_store.invoke("meta", "run_a", "project=demo", "rank=2")
+    cli_store.invoke("meta", "run_c", "project=demo", "rank=1")
+    listed = _json(
+        cli_store.invoke(
+            "ls", "--where", "metadata.project = 'demo'", "--order-by", "metadata.rank", "--json"
+        )
+    )
+    assert [r["run_id"] for r in listed] == ["run_c", "run_a"]
+
+
+def test_ls_pages_through_a_filtered_listing_with_the_printed_token(
+    cli_store: CliStore, small_runs: Runs
+) -> None:
+    for run_id in ("run_a", "run_b", "run_c"):
+        small_runs(cli_store, run_id)
+    first = cli_store.invoke("ls", "--where", "run_id LIKE 'run_%'", "--limit", "2")
+    assert first.exit_code == 0, first.output
+    token = re.search(r"--page-token (\S+)", first.stdout)
+    assert token is not None
+    rest = _json(
+        cli_store.invoke(
+            "ls",
+            "--where",
+            "run_id LIKE 'run_%'",
+            "--limit",
+            "2",
+            "--page-token",
+            token[1],
+            "--json",
+        )
+    )
+    assert len(rest) == 1
+
+
+def test_ls_with_a_malformed_filter_names_the_position(cli_store: CliStore) -> None:
+    result = cli_store.invoke("ls", "--where", "metadata.x = ")
+    _clean_failure(result, 1)
+    assert "position 14" in result.stderr

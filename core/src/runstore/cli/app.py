@@ -313,6 +313,20 @@ def cli(ctx: click.Context, store_url: str) -> None:
     help="At most this many runs (0: no limit).",
 )
 @click.option("--offset", type=click.IntRange(min=0), default=0, help="Skip this many runs.")
+@click.option(
+    "--where",
+    metavar="FILTER",
+    help="Only runs matching FILTER: comparisons (= != < <= > >= LIKE IN) of run_id, status, "
+    "sut_name, created_at, tags, metadata.KEY, summary.FIELD, metrics.NAME, joined by AND/OR.",
+)
+@click.option(
+    "--order-by",
+    "order_by",
+    multiple=True,
+    metavar="KEY",
+    help="Sort by KEY (repeatable): a field as in --where, '-KEY' or 'KEY DESC' for descending.",
+)
+@click.option("--page-token", metavar="TOKEN", help="The next page of the same listing.")
 @json_option
 @pass_cli
 def ls(
@@ -325,8 +339,11 @@ def ls(
     until: datetime | None,
     limit: int,
     offset: int,
+    where: str | None,
+    order_by: tuple[str, ...],
+    page_token: str | None,
 ) -> None:
-    """List runs, newest first.
+    """List runs, newest first, or as --order-by says.
 
     Times are ISO 8601 (UTC unless an offset is given) or an age: 30m, 12h,
     7d, 2w. The tags and the metadata get a column when a listed run has
@@ -338,6 +355,8 @@ def ls(
       runstore ls
       runstore ls --status failed --status crashed --since 7d
       runstore ls --sut ecommerce --tag nightly --limit 20 --offset 20
+      runstore ls --where "metadata.project = 'demo' AND summary.pass_rate < 0.9"
+      runstore ls --where "tags CONTAINS 'nightly'" --order-by summary.pass_rate
       runstore ls --json | jq -r '.[].run_id'
     """
     records = cli_ctx.store.list_runs(
@@ -348,6 +367,9 @@ def ls(
         created_before=until,
         limit=limit or None,
         offset=offset,
+        where=where,
+        order_by=list(order_by) or None,
+        page_token=page_token,
     )
     if cli_ctx.json:
         emit_json([r.model_dump(mode="json") for r in records])
@@ -357,7 +379,16 @@ def ls(
         cli_ctx.out.print(f"no runs match in {cli_ctx.store_url}{hint}", markup=False)
         return
     cli_ctx.out.print(runs_table(records, cli_ctx.out.width))
-    if limit and len(records) == limit:
+    if records.next_page_token is not None and (where or order_by or page_token):
+        args = [
+            *(["--where", where] if where else []),
+            *(a for k in order_by for a in ("--order-by", k)),
+        ]
+        more = cli_ctx.command_hint(
+            "ls", *args, "--limit", str(limit), "--page-token", records.next_page_token
+        )
+        cli_ctx.out.print(f"showing {limit}; the next page: {more}", style="dim", markup=False)
+    elif limit and len(records) == limit:
         more = cli_ctx.command_hint("ls", "--offset", str(offset + limit))
         cli_ctx.out.print(f"showing {limit}; more may follow: {more}", style="dim", markup=False)
 
