@@ -482,12 +482,12 @@ class ArtifactConformance(_Kit):
             store.get_run("run_noart").read_artifact("missing.bin")
 
     def test_artifact_metadata_round_trips_and_is_immutable(self, store: runstore.Store) -> None:
-        run = store.create_run(run_id="run_artmeta")
-        run.put_artifact("qa/report.json", b"{}", metadata={"lang": "ja", "score": 0.9})
+        with store.create_run(run_id="run_artmeta") as run:
+            run.put_artifact("qa/report.json", b"{}", metadata={"lang": "ja", "score": 0.9})
+            with pytest.raises(ConflictError):
+                run.put_artifact("qa/report.json", b"{}", metadata={"lang": "fr"})
         (ref,) = store.get_run("run_artmeta").artifacts()
         assert ref.metadata == {"lang": "ja", "score": 0.9}
-        with pytest.raises(ConflictError):
-            run.put_artifact("qa/report.json", b"{}", metadata={"lang": "fr"})
 
     def test_unknown_kind_is_refused(self, store: runstore.Store) -> None:
         with store.create_run(run_id="run_kind") as run, pytest.raises(InvalidInputError):

@@ -160,6 +160,17 @@ _metadata = st.fixed_dictionaries(
         "correlation_id": st.just("corr-1"),
     },
 )
+WHERE_FILTERS = (
+    "metadata.project = 'ja'",
+    "metadata.lang IN ('ja', 'fr') OR tags CONTAINS 'golden'",
+    "summary.pass_rate < 1 AND status != 'running'",
+    "metadata.project IS NULL",
+    "NOT (metadata.lang = 1) AND run_id LIKE 'run%'",
+    "metrics.latency_ms >= 0",
+    "sut_name ILIKE 'BANK'",
+    "metadata.project = ",  # malformed: invalid_input on both sides
+)
+ORDERS = (None, "-created_at", "metadata.lang", "summary.pass_rate DESC", "run_id", "-sut_name")
 _queries = st.fixed_dictionaries(
     {},
     optional={
@@ -169,6 +180,8 @@ _queries = st.fixed_dictionaries(
         "tags": st.lists(st.sampled_from(TAGS), unique=True, max_size=2),
         "limit": st.integers(-1, 4),
         "offset": st.integers(-1, 3),
+        "where": st.sampled_from(WHERE_FILTERS),
+        "order_by": st.sampled_from(ORDERS),
     },
 )
 _json_leaf = st.none() | st.booleans() | st.integers(-3, 3) | st.sampled_from(("ja", "fr", ""))
@@ -613,11 +626,15 @@ class StoreStateMachine(RuleBasedStateMachine):
     ) -> None:
         self._put(writer, name, data, kind, as_file)
 
-    @rule(writer=writers, same_bytes=st.booleans(), as_file=st.booleans())
-    def put_the_last_artifact_again(self, writer: _Writer, same_bytes: bool, as_file: bool) -> None:
+    def _have_put(self) -> list[_Writer]:
+        return [w for w in self._writers if w.last_put is not None and not w.orphaned]
+
+    @precondition(lambda self: bool(self._have_put()))  # enabled only when it means something
+    @rule(data=st.data(), same_bytes=st.booleans(), as_file=st.booleans())
+    def put_the_last_artifact_again(self, data: Any, same_bytes: bool, as_file: bool) -> None:
         """Identical bytes are a no-op returning the stored reference; other bytes a conflict."""
-        if writer.last_put is None:
-            return
+        writer = data.draw(st.sampled_from(self._have_put()), label="writer")
+        assert writer.last_put is not None
         name, data = writer.last_put
         self._put(writer, name, data if same_bytes else data + b"!", "raw", as_file)
 
