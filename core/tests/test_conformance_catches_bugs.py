@@ -284,3 +284,22 @@ def test_a_state_write_dropped_on_a_stale_revision_fails_the_lost_update_test(
         "Failed: DID NOT RAISE .*ConflictError",
         failed["test_a_state_patch_from_a_stale_writer_is_a_conflict_not_a_lost_update"],
     )
+
+
+def test_a_filter_that_drops_a_row_fails_the_query_tests(pytester: pytest.Pytester) -> None:
+    result = run_kit(
+        pytester,
+        """
+        async def list_runs(self, query):
+            found = await super().list_runs(query)
+            if query.where is not None and len(found) > 1:
+                del found[-1]  # planted: a filtered listing loses its last row
+            return found
+        """,
+    )
+    failed = failures(result)
+    assert (
+        "list_runs(where="
+        in failed["test_list_runs_where_and_order_by_match_the_reference_semantics"]
+    )
+    assert "list_runs(" in failed[STATE_MACHINE]

@@ -23,7 +23,7 @@ from runstore.model.errors import (
     NotFoundError,
 )
 from runstore.registry.plugins import ENTRY_POINT_GROUP, Plugins
-from runstore.spi.backends import Capabilities
+from runstore.spi.backends import Capabilities, RunQuery
 from runstore.testing.stateful import StoreStateMachineConformance, declared_capabilities
 
 __all__ = [
@@ -281,6 +281,37 @@ class StateConformance(_Kit):
         (record,) = store.list_runs()
         assert (record.metadata, record.tags) == (view.metadata, ["golden"])
         assert record.status == "succeeded"
+
+    def test_list_runs_where_and_order_by_match_the_reference_semantics(
+        self, store: runstore.Store
+    ) -> None:
+        for i, (project, tags) in enumerate(
+            [("demo", ["nightly"]), ("demo", []), ("other", ["nightly", "golden"]), (None, [])]
+        ):
+            metadata = {"rank": 3 - i, "langs": ["ja", "fr"][: i % 3]}
+            if project is not None:
+                metadata["project"] = project
+            with store.create_run(run_id=f"run_q{i}", metadata=metadata, tags=tags) as run:
+                run.append("instances", {"instance_id": "a", "passed": i % 2 == 0})
+                run.log_metric("latency_ms", 10.0 * i)
+        everything = store.list_runs()
+        for where, order in [
+            ("metadata.project = 'demo'", None),
+            ("metadata.project != 'demo'", "metadata.rank"),
+            ("metadata.langs = 'fr' OR tags CONTAINS 'golden'", "-run_id"),
+            ("summary.pass_rate < 1 AND metrics.latency_ms >= 10", None),
+            ("metadata.project IS NULL OR NOT (metadata.rank > 1)", "summary.pass_rate DESC"),
+        ]:
+            query = RunQuery(where=where, order_by=order)
+            expected = [r.run_id for r in query.apply(everything)]
+            pages, token = [], None
+            while True:
+                page = store.list_runs(where=where, order_by=order, limit=2, page_token=token)
+                pages += [r.run_id for r in page]
+                token = page.next_page_token
+                if token is None:
+                    break
+            assert pages == expected, f"list_runs(where={where!r}, order_by={order!r})"
 
     def test_outcomes_and_metrics_reach_the_summary_and_the_index(
         self, store: runstore.Store
