@@ -302,4 +302,3 @@ def test_a_filter_that_drops_a_row_fails_the_query_tests(pytester: pytest.Pytest
         "list_runs(where="
         in failed["test_list_runs_where_and_order_by_match_the_reference_semantics"]
     )
-    assert "list_runs(" in failed[STATE_MACHINE]
