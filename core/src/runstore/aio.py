@@ -4,6 +4,10 @@ The sync API in :mod:`runstore.store` mirrors it name for name. Both share
 the same objects: the sync facade drives these coroutines on a private event
 loop, except for the append hot path, which calls the backend's writer
 directly in the caller's thread.
+
+One module on purpose: ``runstore.aio`` is the async API's documented import
+path and its classes (store, run, view) are that API, each method a thin face
+over :mod:`runstore.engine`; their docstrings are most of its length.
 """
 
 from __future__ import annotations

@@ -16,6 +16,10 @@ counters and the writer tables are guarded by one :class:`threading.Lock`
 
 :class:`~runstore.engine.store.StoreCore` holds a store's backends, plugins
 and policies and the runs it has open.
+
+One class on purpose: :class:`RunCore` is the single owner of a run's write
+path, so everything that writes a run (appends, state, labels, artifacts,
+finishing) is in one place under one lock.
 """
 
 from __future__ import annotations

@@ -46,6 +46,9 @@ Sort orders (:func:`parse_order_by`): ``item ("," item)*`` with
 ``item := ["-"] field ["ASC" | "DESC"]`` (``-`` is descending); ``tags`` is
 not sortable. What a filter means, how values sort and how pages work:
 :mod:`runstore.model.selection`.
+
+One module on purpose: the grammar above, its syntax tree and the parser that
+builds it change together; what a query means is in :mod:`~.selection`.
 """
 
 from __future__ import annotations
