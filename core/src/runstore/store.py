@@ -111,7 +111,12 @@ class Store:
         self.close()
 
     def close(self) -> None:
-        """Release backend resources and stop the private event loop."""
+        """Release backend resources and stop the private event loop.
+
+        In a child process after ``fork()`` it does nothing: the parent owns them.
+        """
+        if self.portal.was_forked:
+            return
         self.portal.call(self.aio.aclose())
         self.portal.close()
 

@@ -32,6 +32,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, get_args
 
+from runstore.engine.fork import forked_error, guard
 from runstore.engine.sources import as_artifact_source
 from runstore.engine.sources import media_type as guess_media_type
 from runstore.model.errors import ConflictError, InvalidInputError, RunstoreError
@@ -147,6 +148,8 @@ class RunCore:
         self._heartbeat: asyncio.Task[None] | None = None
         self._deleted = False
         self._started_mono: float | None = None
+        self._forked = False
+        guard(self)
         if live:
             store.live.add(self)
 
@@ -482,7 +485,15 @@ class RunCore:
         self._deleted = True
         await self.release(discard=True)
 
+    def forked(self) -> None:
+        """In a child after ``fork()``: the parent's writers and heartbeat are not ours."""
+        self.writers, self._internal = {}, {}
+        self._heartbeat, self._state_lock = None, None
+        self._forked = True
+
     def _check_not_deleted(self) -> None:
+        if self._forked:
+            raise forked_error("run")
         if self._deleted:
             raise ConflictError(
                 f"run {self.run_id!r} was deleted while this writer had it open; "

@@ -12,6 +12,8 @@ import threading
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import Any, TypeVar
 
+from runstore.engine.fork import forked_error, guard
+
 T = TypeVar("T")
 
 
@@ -20,6 +22,14 @@ class Portal:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self.was_forked = False
+        """This is a child's copy of a parent's portal: its loop thread did not come along."""
+        guard(self)
+
+    def forked(self) -> None:
+        self._loop = self._thread = None
+        self._lock = threading.Lock()
+        self.was_forked = True
 
     def _ensure(self) -> asyncio.AbstractEventLoop:
         loop = self._loop
@@ -50,6 +60,9 @@ class Portal:
 
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the portal loop and wait for its result."""
+        if self.was_forked:
+            coro.close()
+            raise forked_error("store")
         loop = self._ensure()
         if threading.current_thread() is self._thread:
             coro.close()
