@@ -117,7 +117,7 @@ class Store:
         """
         if self.portal.was_forked:
             return
-        self.portal.call(self.aio.aclose())
+        self.portal.call_once(self.aio.aclose())
         self.portal.close()
 
     def create_run(

@@ -58,6 +58,20 @@ class Portal:
         """Whether the caller runs on the portal's own thread."""
         return threading.current_thread() is self._thread
 
+    def call_once(self, coro: Coroutine[Any, Any, T]) -> T:
+        """:meth:`call`, or, if the portal never started, ``coro`` on a short-lived loop.
+
+        For closing a store that ran nothing on its loop: no thread is started
+        just to stop it again.
+        """
+        if self._loop is not None or self.was_forked:
+            return self.call(coro)
+        loop = asyncio.new_event_loop()
+        try:
+            return loop.run_until_complete(coro)
+        finally:
+            loop.close()
+
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the portal loop and wait for its result."""
         if self.was_forked:

@@ -17,6 +17,7 @@ import functools
 import importlib.metadata
 import logging
 import os
+import types
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
@@ -39,6 +40,24 @@ ENTRY_POINT_GROUP = "runstore.plugins"
 DISABLE_ENV = "RUNSTORE_DISABLE_PLUGINS"
 
 _log = logging.getLogger("runstore.plugins")
+
+
+_PARSED: dict[tuple[str, str], pluggy.HookimplOpts | None] = {}
+"""Hook options of module-level attributes, parsed once per process (modules do not change)."""
+
+
+class _PluginManager(pluggy.PluginManager):
+    """Parses each plugin module once per process: pluggy inspects every attribute of a
+    module it registers (``inspect.getattr_static``), most of what opening a store cost
+    once entry points were scanned only once."""
+
+    def parse_hookimpl_opts(self, plugin: object, name: str) -> pluggy.HookimplOpts | None:
+        if not isinstance(plugin, types.ModuleType):
+            return super().parse_hookimpl_opts(plugin, name)
+        key = (plugin.__name__, name)
+        if key not in _PARSED:
+            _PARSED[key] = super().parse_hookimpl_opts(plugin, name)
+        return _PARSED[key]
 
 
 class PluginEntryPoint(NamedTuple):
@@ -74,7 +93,7 @@ class Plugins:
     def __init__(self, plugins: Iterable[object] = (), *, load_entrypoints: bool = True) -> None:
         from runstore.spi import memory
 
-        pm = pluggy.PluginManager("runstore")
+        pm = _PluginManager("runstore")
         pm.add_hookspecs(hookspecs)
         disabled = {n.strip() for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip()}
         for name in disabled:
