@@ -9,11 +9,20 @@ REQS   := requirements-dev.txt core/pyproject.toml $(wildcard plugins/*/pyprojec
 
 all: test
 
+DEMO_STAMP := $(VENV)/.demo-stamp
+
+# make demo needs only the core (with the viewer) and the local backend: a small,
+# quick install. make test adds the dev toolchain to the same .venv.
+$(DEMO_STAMP): core/pyproject.toml plugins/runstore-local/pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e './core[view]' -e ./plugins/runstore-local
+	touch $@
+
 $(STAMP): $(REQS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
-	touch $@
+	touch $@ $(DEMO_STAMP)
 
 ## make test: format check, lint, mypy strict, the docs build and every test
 test: lint typecheck docs pytest
@@ -50,7 +59,7 @@ docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 ## make demo: simulate a Windtunnel run into ./runs, then print how to look at it
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(BIN)/runstore demo
 	@echo "(runstore is $(BIN)/runstore: activate the venv with '. $(BIN)/activate' to run it as shown)"
 
