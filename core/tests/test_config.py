@@ -317,3 +317,18 @@ def test_partial_backend_serves_the_concern_it_is_routed_to() -> None:
         f"memory://{_unique('m')}", artifacts="artonly://x", plugins=[Probe()]
     ) as store:
         assert store.backend_names["artifacts"] == "artonly"
+
+
+@pytest.mark.parametrize("url", ["file:/data/runs", "FILE:runs", "s3:bucket/prefix", "memory:x"])
+def test_a_url_missing_its_slashes_is_invalid_input_not_a_folder(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InvalidInputError, match="needs '//' after its scheme"):
+        parse_target(url)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_name_with_a_colon_is_still_a_path() -> None:
+    _, target = parse_target("runs:2024")
+    assert (target.scheme, target.path.endswith("runs:2024")) == ("file", True)

@@ -51,6 +51,10 @@ PROVIDERS: Final[Mapping[str, str]] = {
 """The package (with its extra) that serves a URL scheme: what "not installed" messages name."""
 
 
+_URL_SCHEMES: Final = frozenset({*PROVIDERS, "memory"})
+"""Schemes whose "scheme:path" (without "//") is a mistyped URL, not a folder name."""
+
+
 def default_store_url() -> str:
     """``$RUNSTORE_URL`` if set, else ``./runs``."""
     return os.environ.get(STORE_ENV) or DEFAULT_STORE
@@ -75,6 +79,14 @@ def parse_target(url: str, options: dict[str, Any] | None = None) -> tuple[str |
     merged: dict[str, Any] = {}
     match = _SCHEME.match(url)
     if match is None:
+        scheme, colon, _ = url.partition(":")
+        if colon and scheme.lower() in _URL_SCHEMES:
+            # "file:/data/x" or "s3:bucket": a URL missing its "//", not a folder named "file:"
+            raise InvalidInputError(
+                f"invalid store URL {url!r}: a URL needs '//' after its scheme "
+                "(file:///abs/path, s3://bucket/prefix); a path needs no scheme",
+                details={"url": url},
+            )
         # A bare path: the local filesystem. Query strings are not parsed here,
         # '?' is a legal file name character.
         path = os.path.abspath(os.path.expanduser(url))
