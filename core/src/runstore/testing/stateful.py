@@ -58,7 +58,7 @@ from pydantic import BaseModel
 
 import runstore
 from runstore.model.errors import RunstoreError
-from runstore.model.run import ArtifactKind, RunStatus
+from runstore.model.run import ArtifactKind, PhaseStatus, RunStatus
 from runstore.spi.backends import Capabilities
 from runstore.spi.layout import ARTIFACTS_STREAM
 
@@ -649,7 +649,7 @@ class StoreStateMachine(RuleBasedStateMachine):
     @rule(
         writer=writers,
         phase=st.sampled_from(("load", "translate")),
-        status=st.none() | st.sampled_from(("pending", "running", "done", "failed", "skipped")),
+        status=st.none() | st.sampled_from(get_args(PhaseStatus)),
         completed=st.none() | st.integers(0, 20),
         total=st.none() | st.integers(0, 20),
     )
