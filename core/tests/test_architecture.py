@@ -30,6 +30,7 @@ LAYERS: dict[str, int] = {
     "store": 4,
     "streams": 4,
     "replay": 4,
+    "reading": 4,
     "logging": 4,
     # import paths kept for code written before the layout (re-exports only)
     "errors": 4,

@@ -44,7 +44,7 @@ from runstore.model.metadata import (
     validate_tags,
 )
 from runstore.model.names import validate_artifact_name, validate_run_id, validate_stream_name
-from runstore.model.records import LineDecoder, encode_record
+from runstore.model.records import DamagedLines, LineDecoder, ReadErrors, encode_record
 from runstore.model.run import (
     ArtifactKind,
     ArtifactRef,
@@ -570,6 +570,8 @@ class AsyncRunView:
         self.summary: RunSummary | None = None
         self.torn_tails: dict[str, int] = {}
         """Bytes of torn tail seen at the end of each stream read (crash mid-write)."""
+        self.damaged: dict[str, DamagedLines] = {}
+        """Lines the last ``errors="skip"`` read of each stream skipped (empty: none)."""
 
     def __repr__(self) -> str:
         return f"<AsyncRunView {self.run_id!r}>"
@@ -621,6 +623,8 @@ class AsyncRunView:
         polls for more until the run has finished, then drains once more.
         """
         validate_stream_name(stream, allow_reserved=True)
+        if decoder.errors == "skip":
+            self.damaged[stream] = decoder.damaged  # filled as the consumer decodes
         while True:
             decoder.pending = b""
             async for chunk in self.store.log_backend.read_bytes(
@@ -636,22 +640,40 @@ class AsyncRunView:
             follow = not self.state.is_terminal
 
     async def read_batches(
-        self, stream: str, *, follow: bool = False, poll_interval: float = 0.5
+        self,
+        stream: str,
+        *,
+        follow: bool = False,
+        poll_interval: float = 0.5,
+        errors: ReadErrors = "raise",
     ) -> AsyncIterator[list[Any]]:
-        """Records of ``stream`` in batches (one per chunk read): the streaming primitive."""
-        decoder = LineDecoder(stream)
+        """Records of ``stream`` in batches (one per chunk read): the streaming primitive.
+
+        ``errors`` as in :meth:`read`.
+        """
+        decoder = LineDecoder(stream, errors=errors)
         async for chunk in self.follow_chunks(
             stream, decoder, follow=follow, poll_interval=poll_interval
         ):
-            lines = decoder.feed(chunk)
-            if lines:
-                yield decoder.decode(lines)
+            batch = decoder.decode(decoder.feed(chunk))
+            if batch:
+                yield batch
 
     async def read(
-        self, stream: str, *, follow: bool = False, poll_interval: float = 0.5
+        self,
+        stream: str,
+        *,
+        follow: bool = False,
+        poll_interval: float = 0.5,
+        errors: ReadErrors = "raise",
     ) -> AsyncIterator[Any]:
-        """Records of ``stream`` in order. ``follow=True`` waits for more until the run ends."""
-        decoder = LineDecoder(stream)
+        """Records of ``stream`` in order. ``follow=True`` waits for more until the run ends.
+
+        A line that is not JSON raises :class:`~runstore.model.errors.CorruptError`
+        naming it (``errors="raise"``), or is skipped and reported in
+        ``damaged[stream]`` (``errors="skip"``). A torn tail is never damage.
+        """
+        decoder = LineDecoder(stream, errors=errors)
         async for chunk in self.follow_chunks(
             stream, decoder, follow=follow, poll_interval=poll_interval
         ):

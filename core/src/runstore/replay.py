@@ -9,6 +9,10 @@ are those whose ``instance_id`` is the instance; its artifacts are those named
 ``<instance_id>/...`` plus any artifact one of its records names in a
 top-level value (e.g. ``"request_artifact": "shared/catalog.json"``).
 
+A damaged line elsewhere in a stream does not stop a bundle: the streams are
+read with ``errors="skip"``. A line that cannot be read might have been the
+instance's, so the bundle counts them (``damaged``, per stream).
+
 :meth:`InstanceBundle.export` (and ``runstore replay RUN INSTANCE --out DIR``)
 writes the bundle as plain files, so it can travel to another machine or a
 bug report::
@@ -40,6 +44,7 @@ from runstore.model.errors import (
 )
 from runstore.model.names import validate_artifact_name
 from runstore.model.run import ArtifactRef, RunManifest
+from runstore.reading import readable_artifacts
 from runstore.spi.layout import ARTIFACTS_STREAM
 
 if TYPE_CHECKING:
@@ -73,6 +78,8 @@ class _Bundle:
     """Its records in every other stream (user streams such as ``phase_outputs``)."""
     manifest: RunManifest | None = None
     """The run's manifest (``sut_name``, ``scenario_ids``, ``tags``, ...)."""
+    damaged: dict[str, int] = field(default_factory=dict)
+    """Lines per stream that could not be read (any may have been the instance's); ``{}``: none."""
 
     def artifact(self, name: str) -> ArtifactRef:
         """The reference of one of the bundle's artifacts, by its full name."""
@@ -100,6 +107,7 @@ class _Bundle:
             "assertions": self.assertions,
             "logs": self.logs,
             "streams": self.streams,
+            "damaged": self.damaged,
             "artifacts": [
                 {**ref.model_dump(mode="json"), "path": f"{ARTIFACTS_DIR}/{ref.name}"}
                 for ref in self.artifacts
@@ -118,6 +126,7 @@ class InstanceBundle(_Bundle):
     :ivar steps: its step records, in the order they were appended.
     :ivar assertions: its assertion records, in order.
     :ivar artifacts: references to its artifacts; bytes through :meth:`read_artifact`.
+    :ivar damaged: lines per stream that could not be read; any may have been its own.
     """
 
     def __init__(
@@ -193,19 +202,25 @@ def _mentions(records: Iterable[dict[str, Any]]) -> set[str]:
 
 
 async def load_instance(view: AsyncRunView, instance_id: str) -> AsyncInstanceBundle:
-    """The replay bundle of one instance of the run behind ``view`` (each stream read once)."""
+    """The replay bundle of one instance of the run behind ``view`` (each stream read once).
+
+    Damaged lines are skipped and counted in the bundle's ``damaged``.
+    """
     instance: dict[str, Any] | None = None
     collected: dict[str, list[dict[str, Any]]] = {}
+    damaged: dict[str, int] = {}
     for stream in await view.streams():
         if stream == ARTIFACTS_STREAM:
             continue
         mine: list[dict[str, Any]] = []
-        async for batch in view.read_batches(stream):
+        async for batch in view.read_batches(stream, errors="skip"):
             mine.extend(
                 r for r in batch if isinstance(r, dict) and r.get("instance_id") == instance_id
             )
         if mine:
             collected[stream] = mine
+        if view.damaged.get(stream):
+            damaged[stream] = view.damaged[stream].total
     instances = collected.pop("instances", [])
     if instances:
         instance = instances[-1]  # a harness may re-append an instance as it changes; last wins
@@ -216,14 +231,20 @@ async def load_instance(view: AsyncRunView, instance_id: str) -> AsyncInstanceBu
     named = _mentions(
         [*instances, *steps, *assertions, *(r for v in collected.values() for r in v)]
     )
-    artifacts = [
-        ref for ref in await view.artifacts() if ref.name.startswith(prefix) or ref.name in named
-    ]
+    refs, unreadable = await readable_artifacts(view)
+    if unreadable.total:
+        damaged[ARTIFACTS_STREAM] = unreadable.total
+    artifacts = [ref for ref in refs if ref.name.startswith(prefix) or ref.name in named]
     if instance is None and not (steps or assertions or logs or collected or artifacts):
+        details: dict[str, Any] = {"run_id": view.run_id, "instance_id": instance_id}
+        note = ""
+        if damaged:  # its records may be among them
+            details["damaged"] = damaged
+            note = f"; {sum(damaged.values())} damaged lines could not be read (runstore verify)"
         raise NotFoundError(
             f"instance {instance_id!r} not found in run {view.run_id!r}: no record has "
-            f"instance_id {instance_id!r} and no artifact is named {prefix}...",
-            details={"run_id": view.run_id, "instance_id": instance_id},
+            f"instance_id {instance_id!r} and no artifact is named {prefix}...{note}",
+            details=details,
         )
     return AsyncInstanceBundle(
         view=view,
@@ -238,6 +259,7 @@ async def load_instance(view: AsyncRunView, instance_id: str) -> AsyncInstanceBu
         logs=logs,
         streams=collected,
         manifest=view.manifest,
+        damaged=damaged,
     )
 
 
@@ -360,6 +382,7 @@ def load(path: str | os.PathLike[str]) -> InstanceBundle:
             logs=data.get("logs", []),
             streams=data.get("streams", {}),
             manifest=None if manifest is None else RunManifest.model_validate(manifest),
+            damaged=data.get("damaged", {}),
         )
     except RunstoreError:
         raise

@@ -23,7 +23,7 @@ from runstore.engine.portal import Portal
 from runstore.engine.scopes import InstanceScope
 from runstore.engine.store import DEFAULT_HEARTBEAT_SECONDS
 from runstore.model.metadata import metric_record
-from runstore.model.records import LineDecoder, encode_record
+from runstore.model.records import DamagedLines, LineDecoder, ReadErrors, encode_record
 from runstore.model.run import (
     ArtifactKind,
     ArtifactRef,
@@ -417,6 +417,11 @@ class RunView:
         """Bytes of torn tail seen at the end of each stream read."""
         return self.aio.torn_tails
 
+    @property
+    def damaged(self) -> dict[str, DamagedLines]:
+        """Lines the last ``errors="skip"`` read of each stream skipped (empty: none)."""
+        return self.aio.damaged
+
     def refresh(self) -> None:
         """Reload ``state`` and ``summary``."""
         self._portal.call(self.aio.refresh())
@@ -426,13 +431,21 @@ class RunView:
         return self._portal.call(self.aio.streams())
 
     def read(
-        self, stream: str, *, follow: bool = False, poll_interval: float = 0.5
+        self,
+        stream: str,
+        *,
+        follow: bool = False,
+        poll_interval: float = 0.5,
+        errors: ReadErrors = "raise",
     ) -> Iterator[Any]:
         """Records of ``stream`` in order, streamed.
 
-        ``follow=True`` waits for more records until the run ends.
+        ``follow=True`` waits for more records until the run ends. A line that
+        is not JSON raises :class:`~runstore.model.errors.CorruptError` naming it
+        (``errors="raise"``) or is skipped and reported in :attr:`damaged`
+        (``errors="skip"``).
         """
-        decoder = LineDecoder(stream)
+        decoder = LineDecoder(stream, errors=errors)
         chunks = self.aio.follow_chunks(stream, decoder, follow=follow, poll_interval=poll_interval)
         for chunk in self._portal.iterate(chunks):
             yield from decoder.records(decoder.feed(chunk))

@@ -31,7 +31,6 @@ import importlib
 import re
 import shlex
 import sys
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -55,12 +54,14 @@ from runstore.cli.render import (
     streams_table,
     summary_panel,
 )
-from runstore.model.errors import NotFoundError, RunstoreError
+from runstore.model.errors import CorruptError, NotFoundError, RunstoreError
+from runstore.model.records import DamagedLine
 from runstore.model.run import (
     TERMINAL_STATUSES,
     ArtifactRef,
     RunStatus,
 )
+from runstore.reading import tail as tail_records
 from runstore.registry.config import DEFAULT_STORE, STORE_ENV
 from runstore.store import RunView, Store
 from runstore.store import open as open_store
@@ -511,7 +512,10 @@ def tail(
 
     Streams: instances, steps, assertions, logs, artifacts and any user
     stream (runstore show lists them). --json prints JSON Lines, one record
-    per line, exactly as stored.
+    per line, exactly as stored. The stream is read from its end, so -n N
+    costs N records however long it is. A damaged line (not JSON) among
+    them is skipped and reported on stderr, and the exit status is 1 (with
+    --json the report is the last line, an error object).
 
     \b
     Examples:
@@ -530,17 +534,29 @@ def tail(
     emit: Callable[[Any], None] = (
         emit_json_line if cli_ctx.json else lambda r: click.echo(format_record(stream, r))
     )
-    last: deque[Any] = deque(maxlen=lines)
-    seen = 0
-    for record in view.read(stream):
-        last.append(record)
-        seen += 1
-    for record in last:
+    portal = cli_ctx.store.portal
+    end = portal.call(tail_records(view.aio, stream, lines))
+    damaged: list[DamagedLine] = []
+
+    def report(found: Sequence[DamagedLine]) -> None:
+        damaged.extend(found)
+        if not cli_ctx.json:
+            for line in found:
+                cli_ctx.err.print(str(line), style="yellow", markup=False)
+
+    for record in end.records:
         emit(record)
+    report(end.damaged)
+    total = end.damaged.total
     if follow:
-        for index, record in enumerate(view.read(stream, follow=True, poll_interval=poll_interval)):
-            if index >= seen:
+        decoder = end.decoder()
+        chunks = view.aio.follow_chunks(stream, decoder, follow=True, poll_interval=poll_interval)
+        for chunk in portal.iterate(chunks):
+            seen = len(decoder.damaged)
+            for record in decoder.records(decoder.feed(chunk)):
                 emit(record)
+            report(decoder.damaged[seen:])
+        total += decoder.damaged.total
     torn = view.torn_tails.get(stream, 0)
     if torn:
         cli_ctx.err.print(
@@ -548,6 +564,17 @@ def tail(
             "(the writer crashed mid-record or is writing it now)",
             style="yellow",
             markup=False,
+        )
+    if total:
+        raise CorruptError(
+            f"{stream}.jsonl has damaged lines ({total} skipped); "
+            f"{cli_ctx.command_hint('verify', run_id)} lists every damaged line of the run",
+            details={
+                "run_id": run_id,
+                "stream": stream,
+                "count": total,
+                "damaged": [line.to_dict() for line in damaged],
+            },
         )
 
 

@@ -96,8 +96,10 @@ def verify(cli_ctx: CliContext, run_ids: tuple[str, ...]) -> None:
     With no RUN, checks every run in the store. Each artifact's bytes must
     match the sha256 and size recorded when it was stored, every line of
     every stream must parse, and a finished run's summary must agree with
-    its streams (record counts, pass/fail counts, artifact count). Exits 1
-    if any run has a problem, after listing every problem found.
+    its streams (record counts, pass/fail counts, artifact count). Each
+    damaged line is a problem of its own, with its line number (at most 100
+    a stream, then how many more; --json gives the number as "line"). Exits
+    1 if any run has a problem, after listing every problem found.
 
     \b
     Examples:
@@ -127,7 +129,10 @@ def verify(cli_ctx: CliContext, run_ids: tuple[str, ...]) -> None:
                     {
                         "run_id": run_id,
                         "ok": not problems,
-                        "problems": [{"where": p.where, "message": p.message} for p in problems],
+                        "problems": [
+                            {"where": p.where, "message": p.message, "line": p.line}
+                            for p in problems
+                        ],
                     }
                     for run_id, problems in results
                 ],

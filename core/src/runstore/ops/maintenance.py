@@ -16,11 +16,14 @@ from runstore.aio import AsyncRunView, AsyncStore
 from runstore.engine.core import RunCore
 from runstore.model.checks import ContentCheck
 from runstore.model.errors import ConflictError, CorruptError, NotFoundError, RunstoreError
-from runstore.model.run import utcnow
+from runstore.model.records import DamagedLines
+from runstore.model.run import ArtifactRef, utcnow
 from runstore.ops.retention import expired_streams
+from runstore.reading import readable_artifacts
 from runstore.spi.layout import ARTIFACTS_STREAM
 
 __all__ = [
+    "DAMAGE_LISTED",
     "DEFAULT_STALE_AFTER",
     "Difference",
     "Problem",
@@ -32,6 +35,9 @@ __all__ = [
 
 DEFAULT_STALE_AFTER = timedelta(minutes=5)
 """A live run whose heartbeat is older than this is taken for dead (10 missed beats)."""
+
+DAMAGE_LISTED = 100
+"""Damaged lines ``verify_run`` lists per stream; one more problem counts the rest."""
 
 _END = object()
 _VOLATILE_KEYS = frozenset(
@@ -130,41 +136,70 @@ class Problem:
     run_id: str
     where: str
     message: str
+    line: int | None = None
+    """The line of a stream (``where``) the problem is at, if it is one line's."""
 
     def __str__(self) -> str:
         return f"{self.run_id}/{self.where}: {self.message}"
 
 
-async def verify_run(store: AsyncStore, run_id: str) -> list[Problem]:
-    """Re-hash every artifact, parse every stream, check snapshots against streams."""
+def _damage(view: AsyncRunView, stream: str, damaged: DamagedLines) -> list[Problem]:
+    """One problem per damaged line (the first :data:`DAMAGE_LISTED`), one for the rest."""
+    where = f"{stream}.jsonl"
+    found = [Problem(view.run_id, where, str(d), d.line) for d in damaged[:DAMAGE_LISTED]]
+    if damaged.total > len(found):
+        more = damaged.total - len(found)
+        found.append(Problem(view.run_id, where, f"and {more} more damaged lines"))
+    if view.torn_tails.get(stream):
+        found.append(Problem(view.run_id, where, f"torn tail of {view.torn_tails[stream]} bytes"))
+    return found
+
+
+async def _read_streams(
+    view: AsyncRunView,
+) -> tuple[dict[str, int], tuple[int, int], list[Problem]]:
+    """Records per stream (but artifacts), instances passed and failed, problems met."""
     problems: list[Problem] = []
-    try:
-        view = await store.get_run(run_id)
-    except (CorruptError, NotFoundError) as exc:
-        return [Problem(run_id, "manifest.json", exc.message)]
     counts: dict[str, int] = {}
     passed = failed = 0
     for stream in await view.streams():
+        if stream == ARTIFACTS_STREAM:
+            continue  # read with the artifact references
         counted = 0
         try:
-            async for batch in view.read_batches(stream):
+            async for batch in view.read_batches(stream, errors="skip"):
                 counted += len(batch)
                 if stream == "instances":
                     for record in batch:
                         status = record.get("status") if isinstance(record, dict) else None
                         passed += status == "passed"
                         failed += status == "failed"
-        except CorruptError as exc:
-            problems.append(Problem(run_id, f"{stream}.jsonl", exc.message))
+        except CorruptError as exc:  # the backend could not read it at all
+            problems.append(Problem(view.run_id, f"{stream}.jsonl", exc.message))
             continue
-        if view.torn_tails.get(stream):
-            problems.append(
-                Problem(run_id, f"{stream}.jsonl", f"torn tail of {view.torn_tails[stream]} bytes")
-            )
-        counts[stream] = counted
-    refs = []
+        damaged = view.damaged.get(stream, DamagedLines())
+        problems += _damage(view, stream, damaged)
+        counts[stream] = counted + damaged.total
+    return counts, (passed, failed), problems
+
+
+async def verify_run(store: AsyncStore, run_id: str) -> list[Problem]:
+    """Re-hash every artifact, parse every stream, check snapshots against streams.
+
+    Every damaged line of every stream is a problem of its own, naming its
+    line number and what is wrong (at most :data:`DAMAGE_LISTED` per stream,
+    then how many more); the other checks go on past them. A damaged line
+    counts as a record when the summary's counts are checked.
+    """
     try:
-        refs = await view.artifacts()
+        view = await store.get_run(run_id)
+    except (CorruptError, NotFoundError) as exc:
+        return [Problem(run_id, "manifest.json", exc.message)]
+    counts, (passed, failed), problems = await _read_streams(view)
+    refs: list[ArtifactRef] = []
+    try:
+        refs, unreadable = await readable_artifacts(view)
+        problems += _damage(view, ARTIFACTS_STREAM, unreadable)
     except (CorruptError, ValueError) as exc:
         problems.append(Problem(run_id, "artifacts.jsonl", str(exc)))
     for ref in refs:
