@@ -52,6 +52,7 @@ def assert_same_run(a: runstore.Store, b: runstore.Store, run_id: str) -> None:
     assert left.streams() == right.streams()
     for stream in left.streams():
         assert stream_bytes(a, run_id, stream) == stream_bytes(b, run_id, stream)
+
     def stored(view: runstore.RunView) -> list[runstore.ArtifactRef]:
         # the location (uri) is each store's own; everything stored must be equal
         return [ref.model_copy(update={"uri": None}) for ref in view.artifacts()]
