@@ -9,22 +9,29 @@ repository.
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tracemalloc
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import orjson
 import pytest
 
 import runstore
+from runstore.viewer.app import Viewer, create_app
+from runstore.viewer.security import content_disposition
 
 if TYPE_CHECKING:
     from conftest import CliStore
@@ -155,9 +162,10 @@ def _request(url: str, method: str, path: str, headers: dict[str, str] | None = 
 
 def test_make_demo_then_runstore_view_shows_the_demo_run(tmp_path: Path, page: Page) -> None:
     # `make demo` as the README says, from a fresh directory, with this venv taken as
-    # bootstrapped (STAMP: a file that exists, REQS: nothing it depends on)
-    venv = Path(sys.executable).parent.parent
-    bootstrapped = [f"VENV={venv}", f"STAMP={sys.executable}", "REQS="]
+    # bootstrapped: DEMO_STAMP a file newer than what it depends on (found through VPATH)
+    venv, stamp = Path(sys.executable).parent.parent, tmp_path / "demo-stamp"
+    stamp.touch()
+    bootstrapped = [f"VENV={venv}", f"DEMO_STAMP={stamp}", f"VPATH={REPO}"]
     made = subprocess.run(
         ["make", "-f", str(REPO / "Makefile"), "demo", *bootstrapped],
         cwd=tmp_path,
@@ -325,18 +333,235 @@ def test_artifacts_are_served_inert(
         assert headers["content-disposition"].startswith("attachment")
 
 
-def test_only_loopback_host_names_are_served(local_store: CliStore, tmp_path: Path) -> None:
-    with serving("--store", local_store.url, cwd=tmp_path) as url:
-        assert _request(url, "GET", "/")[0] == 200
-        assert _request(url, "GET", "/", {"Host": "evil.example:80"})[0] == 400
+# -- hardened responses, over plain HTTP (and in process) ---------------------------
+
+HARDENED = {
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "x-frame-options": "DENY",
+    "cross-origin-resource-policy": "same-origin",
+}
 
 
-def test_unknown_pages_and_runs_are_404_pages(local_store: CliStore, tmp_path: Path) -> None:
+def _assert_hardened(headers: dict[str, str], cache: str = "no-store") -> None:
+    """The security headers every response of the viewer carries."""
+    assert {name: headers.get(name) for name in HARDENED} == HARDENED
+    csp = headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
+    assert "unsafe-inline" not in csp and "script-src" not in csp
+    assert headers["cache-control"] == cache
+
+
+@dataclass
+class Served:
+    """One response of the app in process: its start, its body's size, the memory it took."""
+
+    status: int = 0
+    headers: dict[str, str] = field(default_factory=dict)
+    size: int = 0
+    peak: int = 0
+    error: BaseException | None = None
+
+
+def _in_process(app: Any, path: str) -> Served:
+    """GET ``path`` from the ASGI ``app`` (lifespan included), tracing memory (tracemalloc).
+
+    In a thread: Playwright holds an event loop in the main one. The body is not kept.
+    """
+    served = Served()
+    scope: dict[str, Any] = {"type": "http", "method": "GET", "path": path, "query_string": b""}
+    scope |= {
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "headers": [(b"host", b"localhost")],
+    }
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            served.status = message["status"]
+            served.headers = {k.decode(): v.decode() for k, v in message["headers"]}
+        else:
+            served.size += len(message.get("body", b""))
+
+    async def main() -> None:
+        async with app.router.lifespan_context(app):
+            tracemalloc.start()
+            try:
+                await app(scope, receive, send)
+            except Exception as exc:  # Starlette re-raises a 500's exception for the log
+                served.error = exc
+            finally:
+                served.peak = tracemalloc.get_traced_memory()[1]
+                tracemalloc.stop()
+
+    with ThreadPoolExecutor(1) as thread:
+        thread.submit(asyncio.run, main()).result()
+    return served
+
+
+def test_every_response_carries_the_security_headers_and_only_loopback_is_served(
+    local_store: CliStore, small_runs: Runs, tmp_path: Path
+) -> None:
+    small_runs(local_store, "run_a", "run_d")
+    local_store.overwrite("run_d/logs.jsonl", b"not json\n")  # reading it is a 500 page
+    asked = [  # method, status, paths
+        "GET 200 / /runs/run_a /runs/run_a/instances/inst_001 /runs/run_a/streams/steps",
+        "GET 200 /runs/run_a/artifacts/report.json /runs/run_a/raw/report.json /static/style.css",
+        "GET 400 /runs/run_a?offset=x",
+        "GET 404 /nowhere /runs/run_nope",
+        "GET 500 /runs/run_d/streams/logs",  # the damaged stream
+        "POST 405 /",
+    ]
     with serving("--store", local_store.url, cwd=tmp_path) as url:
-        status, _, body = _request(url, "GET", "/runs/run_nope")
-        assert status == 404
-        assert b"run_nope" in body
-        assert _request(url, "GET", "/nowhere")[0] == 404
+        for line in asked:
+            method, expected, *paths = line.split()
+            for path in paths:
+                status, headers, body = _request(url, method, path)
+                assert status == int(expected), (method, path, status)
+                _assert_hardened(headers, "no-cache" if "/static/" in path else "no-store")
+                assert b"<script" not in body and b" style=" not in body  # nothing inline
+        assert b"run_nope" in _request(url, "GET", "/runs/run_nope")[2]
+        status, headers, _ = _request(url, "GET", "/", {"Host": "evil.example:80"})
+        assert status == 400
+        _assert_hardened(headers)
+
+
+def test_an_unexpected_error_is_a_500_page_with_the_security_headers(
+    local_store: CliStore, small_runs: Runs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(self: Viewer, request: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    small_runs(local_store, "run_a")
+    monkeypatch.setattr(Viewer, "runs", broken)
+    served = _in_process(create_app(local_store.url), "/")
+    assert served.status == 500 and isinstance(served.error, RuntimeError)
+    _assert_hardened(served.headers)
+
+
+def test_raw_downloads_name_any_artifact_per_rfc_6266(
+    local_store: CliStore, tmp_path: Path
+) -> None:
+    name = 'out/报告 "v2".txt'  # outside Latin-1, with a quote
+    with runstore.open(local_store.url) as store, store.create_run("run_n") as run:
+        run.put_artifact(name, b"hello")
+    with serving("--store", local_store.url, cwd=tmp_path) as url:
+        status, headers, body = _request(url, "GET", "/runs/run_n/raw/" + quote(name))
+    assert (status, body) == (200, b"hello")
+    _, names = headers["content-disposition"].split("; ", 1)
+    assert (
+        names == 'filename="__ \\"v2\\".txt"; filename*=UTF-8\'\'%E6%8A%A5%E5%91%8A%20%22v2%22.txt'
+    )
+    _assert_hardened(headers)
+
+
+@pytest.mark.parametrize(
+    ("name", "fallback", "encoded"),
+    [
+        ("a\\b.bin", "a\\\\b.bin", "a%5Cb.bin"),
+        ("a\r\nSet-Cookie: x=1", "a__Set-Cookie: x=1", "a__Set-Cookie%3A%20x%3D1"),
+        ("\x00\x7f\x85\u2028\u202e\ud800.txt", "______.txt", "______.txt"),
+    ],
+)
+def test_content_disposition_escapes_names_and_keeps_control_characters_out(
+    name: str, fallback: str, encoded: str
+) -> None:
+    value = content_disposition("attachment", name)
+    assert value == f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}"
+
+
+# -- records of several MiB: pages capped in bytes, memory bounded --------------------
+
+MIB = 1 << 20
+BIG = "x" * (4 * MIB)
+STEPS = 44
+BIGS = 6
+
+
+@pytest.fixture(scope="module")
+def big_records(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A store whose run_big holds records of 4 MiB (13 of them) and steps of 100 kB."""
+    url = str(tmp_path_factory.mktemp("big") / "runs")
+    with runstore.open(url) as store, store.create_run("run_big") as run:
+        run.append("instances", {"instance_id": "i1", "status": "passed", "note": BIG})
+        for n in range(STEPS):
+            out = BIG if n < BIGS else "y" * 100_000
+            run.append("steps", {"instance_id": "i1", "step_name": f"s{n}", "out": out})
+        for _ in range(BIGS):
+            run.log("info", BIG, instance_id="i1")
+    return url
+
+
+def test_pages_are_capped_in_bytes_and_link_each_cut_record_raw(
+    big_records: str, tmp_path: Path
+) -> None:
+    with serving("--store", big_records, cwd=tmp_path) as url:
+        status, _, body = _request(url, "GET", "/runs/run_big/streams/steps")
+        assert status == 200 and len(body) < 3 * MIB
+        page = body.decode()
+        shown = page.count("<li>")
+        assert BIGS < shown < STEPS
+        assert page.count('truncated — <a href="/runs/run_big/streams/steps/raw?line=') == shown
+        assert f"{STEPS - shown} records left for the next page" in page
+        assert f'href="?offset={shown}"' in page
+
+        status, _, body = _request(url, "GET", f"/runs/run_big/streams/steps?offset={shown}")
+        assert status == 200 and body.decode().count("<li>") == STEPS - shown
+        assert b"left for the next page" not in body
+
+        status, headers, body = _request(url, "GET", "/runs/run_big/streams/steps/raw?line=2")
+        assert orjson.loads(body)["step_name"] == "s1" and orjson.loads(body)["out"] == BIG
+        _assert_hardened(headers)
+        status, headers, body = _request(url, "GET", "/runs/run_big/streams/steps/raw")
+        assert [orjson.loads(line)["step_name"] for line in body.splitlines()] == [
+            f"s{n}" for n in range(STEPS)
+        ]
+        assert headers["content-disposition"].startswith('attachment; filename="steps.jsonl"')
+
+        status, _, body = _request(url, "GET", "/runs/run_big")
+        assert status == 200 and len(body) < 3 * MIB
+        assert body.count(b"truncated") == BIGS  # the log lines
+        status, _, body = _request(url, "GET", "/runs/run_big/instances/i1")
+        assert status == 200 and len(body) < 3 * MIB
+        assert b"more records of this instance are not shown" in body
+
+
+def test_pages_of_huge_records_take_bounded_memory(big_records: str) -> None:
+    app = create_app(big_records)
+    for page in ("streams/steps", "streams/logs", "", "instances/i1"):
+        path = f"/runs/run_big/{page}".rstrip("/")
+        served = _in_process(app, path)
+        # reading a line of 4 MiB peaks at ~19 MiB (in the core), its record takes 4 MiB
+        # more: a page that kept the 6 of a stream would need 24 MiB more than that
+        assert served.peak < 40 * MIB, f"{path}: {served.peak / MIB:.1f} MiB"
+        assert served.status == 200 and served.size < 3 * MIB, path
+
+
+# -- a live run whose writer died -----------------------------------------------------
+
+
+def test_a_run_whose_writer_stopped_beating_is_not_called_live(
+    local_store: CliStore, tmp_path: Path
+) -> None:
+    with runstore.open(local_store.url) as store:
+        for run_id in ("run_alive", "run_dead"):  # closed unfinished: the writers are gone
+            store.create_run(run_id).append("instances", {"instance_id": "i", "status": "passed"})
+    state = orjson.loads(local_store.read("run_dead/state.json"))
+    beat = datetime.now(UTC) - timedelta(minutes=10)
+    state["heartbeat_at"] = beat.isoformat().replace("+00:00", "Z")
+    local_store.overwrite("run_dead/state.json", orjson.dumps(state))
+    with serving("--store", local_store.url, cwd=tmp_path) as url:
+        alive = _request(url, "GET", "/runs/run_alive")[2].decode()
+        dead = _request(url, "GET", "/runs/run_dead")[2].decode()
+    assert "live: refreshes every 5 s" in _between(alive, "<h1>", "</h1>")
+    assert 'http-equiv="refresh"' in alive
+    assert "s ago)" in _between(alive, "<th>heartbeat</th>", "</tr>")
+    h1 = _between(dead, "<h1>", "</h1>")
+    assert "writer not seen since" in h1 and "live" not in h1
+    assert "(10m 0" in h1  # how long ago
+    assert 'http-equiv="refresh"' not in dead
 
 
 # -- the caller's data on the run page, over plain HTTP -----------------------------

@@ -7,16 +7,19 @@ and artifact names from the URL go through the same validation as the API
 (:mod:`runstore.model.names`), so a hostile name is a 400, never a path outside
 the store. Only ``Host: 127.0.0.1`` / ``localhost`` is served (no DNS
 rebinding), and artifacts are served as downloads or inert text, sandboxed.
+Every response carries the security headers of :mod:`.security`; every page
+is capped in bytes as well as in records (:mod:`.pages`).
 """
 
 from __future__ import annotations
 
 import json
-from collections import Counter, deque
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections import Counter
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Final
+from datetime import timedelta
+from typing import Any, Final, cast
 from urllib.parse import quote, urlencode
 
 import jinja2
@@ -29,56 +32,48 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from runstore import __version__
 from runstore.aio import AsyncRunView, AsyncStore
 from runstore.aio import open as open_async
 from runstore.cli.format import fmt_bytes, fmt_duration, fmt_time
+from runstore.engine.store import DEFAULT_HEARTBEAT_SECONDS
 from runstore.model.errors import InvalidInputError, NotFoundError, RunstoreError
-from runstore.model.names import validate_stream_name
-from runstore.model.run import TERMINAL_STATUSES, ArtifactRef, RunRecord
+from runstore.model.names import MAX_COMPONENT_BYTES, validate_stream_name
+from runstore.model.run import TERMINAL_STATUSES, ArtifactRef, RunRecord, utcnow
 from runstore.spi.layout import ARTIFACTS_STREAM
+from runstore.viewer.pages import (
+    PAGE_BYTES,
+    RECORD_BYTES,
+    Entry,
+    Page,
+    Tail,
+    clip,
+    instance_records,
+    numbered,
+    pretty,
+)
+from runstore.viewer.security import RAW_CSP, SecurityHeaders, content_disposition
 
-__all__ = ["create_app"]
+__all__ = ["STALE_AFTER", "create_app"]
 
 INLINE_LIMIT: Final = 256 * 1024
 """Artifacts up to this size are shown in the page; larger ones are a download link.
 The caller's state (``state.data``) is shown up to this many characters."""
 PAGE_SIZE: Final = 50
 LOG_LINES: Final = 200
+STALE_AFTER: Final = timedelta(seconds=3 * DEFAULT_HEARTBEAT_SECONDS)
+"""A run not finished whose heartbeat is older than this has lost its writer (3 beats)."""
+LABEL_CHARS: Final = 200
+"""Statuses and scenario ids are cut to this many characters in the chart."""
+SCENARIOS: Final = 50
+"""The chart's bars: scenarios beyond these many are counted together."""
+RAW_CHUNK: Final = 1 << 20
+"""A raw stream download is sent in chunks of about this many bytes."""
+RUN_ARTIFACTS: Final = 200
+"""The run page lists at most this many run-level artifacts."""
 _SAFE_MEDIA: Final = frozenset({"application/json", "text/plain", "image/png", "image/jpeg"})
-_HEADERS: Final = [
-    (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
-    (b"x-frame-options", b"DENY"),
-    (
-        b"content-security-policy",
-        b"default-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-        b"form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
-    ),
-]
-
-
-class _SecurityHeaders:
-    """Adds the headers above to every response (pages, static files, errors)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                names = {name for name, _ in message.get("headers", [])}
-                extra = [(k, v) for k, v in _HEADERS if k not in names]
-                message["headers"] = [*message.get("headers", []), *extra]
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
 
 
 # -- formatting helpers (template filters) -----------------------------------------
@@ -86,10 +81,6 @@ class _SecurityHeaders:
 
 def _pass_rate(rate: float | None) -> str:
     return "-" if rate is None else f"{rate:.1%}"
-
-
-def _pretty(value: Any) -> str:
-    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
 
 
 def _quote(value: str) -> str:
@@ -116,11 +107,12 @@ def _environment() -> jinja2.Environment:
         duration=fmt_duration,
         bytes=fmt_bytes,
         rate=_pass_rate,
-        pretty=_pretty,
+        pretty=pretty,
         compact=_compact,
+        clipped=lambda value: clip(value)[0],
         q=_quote,
     )
-    env.globals["version"] = __version__
+    env.globals.update(version=__version__, page_bytes=PAGE_BYTES, record_bytes=RECORD_BYTES)
     return env
 
 
@@ -208,13 +200,8 @@ def _int(params: Mapping[str, str], name: str, default: int, low: int, high: int
     return max(low, min(high, value))
 
 
-async def _tail(view: AsyncRunView, stream: str, limit: int, level: str | None) -> list[Any]:
-    last: deque[Any] = deque(maxlen=limit)
-    async for record in view.read(stream):
-        if level and (not isinstance(record, dict) or record.get("level") != level):
-            continue
-        last.append(record)
-    return list(last)
+def _at_level(record: Any, level: str | None) -> bool:
+    return not level or (isinstance(record, dict) and record.get("level") == level)
 
 
 @dataclass
@@ -226,8 +213,9 @@ class Shown:
     body: str = ""
 
 
-async def _show_artifact(view: AsyncRunView, ref: ArtifactRef) -> Shown:
-    if ref.size > INLINE_LIMIT:
+async def _show_artifact(view: AsyncRunView, ref: ArtifactRef, room: int = INLINE_LIMIT) -> Shown:
+    """``ref`` in the page if it is within ``room`` and :data:`INLINE_LIMIT`, else a link."""
+    if ref.size > min(room, INLINE_LIMIT):
         return Shown(ref, "large")
     data = await view.read_artifact(ref.name)
     try:
@@ -236,15 +224,46 @@ async def _show_artifact(view: AsyncRunView, ref: ArtifactRef) -> Shown:
         return Shown(ref, "binary")
     if ref.media_type == "application/json" or ref.name.endswith(".json"):
         try:
-            return Shown(ref, "json", _pretty(json.loads(text)))
-        except ValueError:
-            pass
+            body = pretty(json.loads(text))
+        except (ValueError, RecursionError):
+            body = ""
+        if body and len(body) <= 2 * INLINE_LIMIT:
+            return Shown(ref, "json", body)
     return Shown(ref, "text", text)
 
 
-def _artifact_names(record: Mapping[str, Any], refs: Mapping[str, ArtifactRef]) -> list[str]:
-    """Artifacts a record names in its top-level values (``request_artifact``, ...)."""
-    return [v for v in record.values() if isinstance(v, str) and v in refs]
+def _steps(steps: list[Entry], assertions: list[Entry]) -> tuple[list[dict[str, Any]], list[Entry]]:
+    """Each step with its assertions (by ``step_index``, else ``step_name``); the others."""
+    out: list[dict[str, Any]] = []
+    claimed: set[int] = set()
+    for index, step in enumerate(steps, start=1):
+        number = step.record.get("step_index", index)
+        mine = [
+            (i, a)
+            for i, a in enumerate(assertions)
+            if i not in claimed
+            and (
+                a.record.get("step_index") == number
+                if "step_index" in a.record
+                else a.record.get("step_name") == step.record.get("step_name")
+            )
+        ]
+        claimed.update(i for i, _ in mine)
+        out.append({"entry": step, "number": number, "assertions": [a for _, a in mine]})
+    return out, [a for i, a in enumerate(assertions) if i not in claimed]
+
+
+async def _stored_lines(view: AsyncRunView, stream: str) -> AsyncIterator[bytes]:
+    """The complete lines of ``stream`` as stored, in chunks of about :data:`RAW_CHUNK`."""
+    chunk = bytearray()
+    async for line in view.read_lines(stream):
+        chunk += line
+        chunk += b"\n"
+        if len(chunk) >= RAW_CHUNK:
+            yield bytes(chunk)
+            chunk.clear()
+    if chunk:
+        yield bytes(chunk)
 
 
 # -- the application -----------------------------------------------------------------
@@ -253,8 +272,9 @@ def _artifact_names(record: Mapping[str, Any], refs: Mapping[str, ArtifactRef]) 
 class Viewer:
     """The routes, sharing one async store opened for the application's lifetime."""
 
-    def __init__(self, store_url: str) -> None:
+    def __init__(self, store_url: str, stale_after: timedelta = STALE_AFTER) -> None:
         self.store_url = store_url
+        self.stale_after = stale_after
         self._store: AsyncStore | None = None
         self.env = _environment()
 
@@ -290,7 +310,7 @@ class Viewer:
             status, message = 400, exc.message
         elif isinstance(exc, RunstoreError):
             status, message = 500, exc.message
-        else:  # pragma: no cover - a bug: say so without a traceback in the page
+        else:  # a bug: say so without a traceback in the page (the server logs it)
             status, message = 500, f"{type(exc).__name__}: {exc}"
         return self.render(request, "error.html", status=status, code=status, message=message)
 
@@ -339,36 +359,42 @@ class Viewer:
         if show not in ("all", "passed", "failed"):
             raise InvalidInputError(f"instances must be all, passed or failed, not {show!r}")
         level = params.get("level") or None
-        offset = _int(params, "offset", 0, 0, 10**9)
         streams = await view.streams()
         overall = Tally("all instances")
         by_scenario: dict[str, Tally] = {}
-        page: list[dict[str, Any]] = []
-        matching = 0
+        page = Page(_int(params, "offset", 0, 0, 10**9), PAGE_SIZE, PAGE_BYTES // 2)
         instance_ids: set[str] = set()
         if "instances" in streams:
-            async for record in view.read("instances"):
+            async for number, _, record in numbered(view, "instances"):
                 if not isinstance(record, dict):
                     continue
-                status = str(record.get("status", "unknown"))
+                status = str(record.get("status", "unknown"))[:LABEL_CHARS]
                 overall.counts[status] += 1
                 scenario = record.get("scenario_id")
                 if isinstance(scenario, str):
-                    by_scenario.setdefault(scenario, Tally(scenario)).counts[status] += 1
-                if isinstance(record.get("instance_id"), str):
-                    instance_ids.add(record["instance_id"])
-                if show not in ("all", status):
-                    continue
-                if offset <= matching < offset + PAGE_SIZE:
-                    page.append(record)
-                matching += 1
+                    label = scenario[:LABEL_CHARS]
+                    if label not in by_scenario and len(by_scenario) >= SCENARIOS:
+                        label = "(other scenarios)"
+                    by_scenario.setdefault(label, Tally(label)).counts[status] += 1
+                instance_id = record.get("instance_id")
+                if isinstance(instance_id, str) and len(instance_id) <= MAX_COMPONENT_BYTES:
+                    instance_ids.add(instance_id)
+                if show in ("all", status):
+                    page.offer(number, record)
         tallies = [overall, *(by_scenario[k] for k in sorted(by_scenario))]
         refs = await view.artifacts() if ARTIFACTS_STREAM in streams else []
         run_artifacts = [r for r in refs if r.name.split("/", 1)[0] not in instance_ids]
-        logs = await _tail(view, "logs", LOG_LINES, level) if "logs" in streams else []
+        logs = Tail(LOG_LINES, PAGE_BYTES // 2)
+        if "logs" in streams:
+            async for number, size, record in numbered(view, "logs"):
+                if _at_level(record, level):
+                    logs.offer(number, size, record)
         summary = view.summary
         counts = summary.stream_counts if summary is not None else {}
-        state_data = None if view.state.data is None else _pretty(view.state.data)
+        state_data = None if view.state.data is None else pretty(view.state.data)
+        beat = view.state.heartbeat_at or view.state.updated_at
+        age = utcnow() - beat
+        stale = not view.state.is_terminal and age > self.stale_after
         return self.render(
             request,
             "run.html",
@@ -376,7 +402,10 @@ class Viewer:
             manifest=view.manifest,
             state=view.state,
             summary=summary,
-            live=not view.state.is_terminal,
+            live=not view.state.is_terminal and not stale,
+            stale=stale,
+            beat=beat,
+            beat_age=fmt_duration(int(age.total_seconds() * 1000)),
             chart=chart_svg(tallies) if overall.total else None,
             overall=overall,
             errors=summary.error_count if summary else overall.counts["error"],
@@ -385,90 +414,114 @@ class Viewer:
             state_data_cut=state_data is not None and len(state_data) > INLINE_LIMIT,
             instances=page,
             show=show,
-            matching=matching,
-            offset=offset,
             page_size=PAGE_SIZE,
             streams=[(s, counts.get(s)) for s in streams if s != ARTIFACTS_STREAM],
             artifact_count=len(refs),
-            run_artifacts=run_artifacts,
-            logs=logs,
+            run_artifacts=run_artifacts[:RUN_ARTIFACTS],
+            more_artifacts=max(len(run_artifacts) - RUN_ARTIFACTS, 0),
+            logs=logs.entries(),
+            earlier_logs=logs.earlier,
             level=level or "",
             torn=view.torn_tails.get("logs", 0),
         )
 
     async def instance(self, request: Request) -> Response:
         view = await self.store.get_run(request.path_params["run_id"])
-        bundle = await view.instance(request.path_params["instance_id"])
-        refs = {ref.name: ref for ref in bundle.artifacts}
-        shown: dict[str, Shown] = {}
-        for ref in bundle.artifacts:
-            shown[ref.name] = await _show_artifact(view, ref)
-        steps = []
-        claimed: set[int] = set()
-        for index, step in enumerate(bundle.steps, start=1):
-            number = step.get("step_index", index)
-            mine = [
-                (i, a)
-                for i, a in enumerate(bundle.assertions)
-                if i not in claimed
-                and (
-                    a.get("step_index") == number
-                    if "step_index" in a
-                    else a.get("step_name") == step.get("step_name")
-                )
-            ]
-            claimed.update(i for i, _ in mine)
-            names = _artifact_names(step, refs)
-            steps.append(
-                {
-                    "record": step,
-                    "number": number,
-                    "assertions": [a for _, a in mine],
-                    "artifacts": [shown[n] for n in names],
-                }
+        instance_id = request.path_params["instance_id"]
+        streams = await view.streams()
+        refs = await view.artifacts() if ARTIFACTS_STREAM in streams else []
+        records = await instance_records(
+            view,
+            instance_id,
+            [s for s in streams if s != ARTIFACTS_STREAM],
+            {ref.name for ref in refs},
+        )
+        prefix = f"{instance_id}/"
+        artifacts = [r for r in refs if r.name.startswith(prefix) or r.name in records.named]
+        if not (records.found or artifacts):
+            raise NotFoundError(
+                f"instance {instance_id!r} not found in run {view.run_id!r}: no record has "
+                f"instance_id {instance_id!r} and no artifact is named {prefix}...",
+                details={"run_id": view.run_id, "instance_id": instance_id},
             )
+        shown: dict[str, Shown] = {}
+        room = PAGE_BYTES
+        for ref in artifacts:
+            shown[ref.name] = await _show_artifact(view, ref, room)
+            room -= len(shown[ref.name].body)
+        mine = records.streams
+        steps, loose = _steps(mine.pop("steps", []), mine.pop("assertions", []))
+        for step in steps:
+            step["artifacts"] = [shown[n] for n in step["entry"].names if n in shown]
         attached = {a.ref.name for s in steps for a in s["artifacts"]}
         return self.render(
             request,
             "instance.html",
             view=view,
-            bundle=bundle,
-            instance=bundle.instance or {},
+            instance_id=instance_id,
+            seed=view.manifest.seed,
+            instance=records.instance,
             steps=steps,
-            loose_assertions=[a for i, a in enumerate(bundle.assertions) if i not in claimed],
-            other_artifacts=[shown[r.name] for r in bundle.artifacts if r.name not in attached],
-            logs=bundle.logs,
-            streams=bundle.streams,
+            loose_assertions=loose,
+            other_artifacts=[shown[r.name] for r in artifacts if r.name not in attached],
+            logs=mine.pop("logs", []),
+            streams=mine,
+            hidden=records.hidden,
         )
 
-    async def stream(self, request: Request) -> Response:
+    async def _stream_of(self, request: Request) -> tuple[AsyncRunView, str]:
         view = await self.store.get_run(request.path_params["run_id"])
         stream = validate_stream_name(request.path_params["stream"], allow_reserved=True)
         if stream not in await view.streams():
             raise NotFoundError(f"stream {stream!r} not found in run {view.run_id!r}")
+        return view, stream
+
+    async def stream(self, request: Request) -> Response:
+        view, stream = await self._stream_of(request)
         params = request.query_params
         offset = _int(params, "offset", 0, 0, 10**9)
         level = params.get("level") or None
-        records: list[tuple[int, Any]] = []
-        matching = 0
-        async for record in view.read(stream):
-            if level and (not isinstance(record, dict) or record.get("level") != level):
-                continue
-            matching += 1
-            if offset < matching <= offset + LOG_LINES:
-                records.append((matching, record))
+        page = Page(offset, LOG_LINES)
+        async for number, _, record in numbered(view, stream):
+            if _at_level(record, level):
+                page.offer(number, record)
         return self.render(
             request,
             "stream.html",
             view=view,
             stream=stream,
-            records=records,
-            matching=matching,
+            page=page,
             offset=offset,
             page_size=LOG_LINES,
             level=level or "",
             torn=view.torn_tails.get(stream, 0),
         )
+
+    async def stream_raw(self, request: Request) -> Response:
+        """The stream as stored (a download), or with ``?line=N`` its record on line N."""
+        view, stream = await self._stream_of(request)
+        line = _int(request.query_params, "line", 0, 0, 10**12)
+        if not line:
+            headers = {
+                "content-disposition": content_disposition("attachment", f"{stream}.jsonl"),
+                "content-security-policy": RAW_CSP,
+            }
+            return StreamingResponse(
+                _stored_lines(view, stream), media_type="application/x-ndjson", headers=headers
+            )
+        number = 0
+        lines = cast(AsyncGenerator[bytes, None], view.read_lines(stream))
+        async with aclosing(lines):  # stop reading at the line
+            async for data in lines:
+                number += 1
+                if number == line:
+                    name = f"{stream}-{line}.json"
+                    headers = {
+                        "content-disposition": content_disposition("inline", name),
+                        "content-security-policy": RAW_CSP,
+                    }
+                    return Response(data + b"\n", media_type="application/json", headers=headers)
+        raise NotFoundError(f"{stream}.jsonl of run {view.run_id!r} has no line {line}")
 
     async def artifact(self, request: Request) -> Response:
         view = await self.store.get_run(request.path_params["run_id"])
@@ -481,12 +534,11 @@ class Viewer:
         view = await self.store.get_run(request.path_params["run_id"])
         ref = await view.artifact(request.path_params["name"])
         media = ref.media_type if ref.media_type in _SAFE_MEDIA else "application/octet-stream"
-        leaf = ref.name.rsplit("/", 1)[-1]
         disposition = "inline" if media in _SAFE_MEDIA else "attachment"
         headers = {
-            "content-disposition": f'{disposition}; filename="{leaf}"',
+            "content-disposition": content_disposition(disposition, ref.name.rsplit("/", 1)[-1]),
             "content-length": str(ref.size),
-            "content-security-policy": "sandbox; default-src 'none'",
+            "content-security-policy": RAW_CSP,
         }
         return StreamingResponse(
             view.open_artifact(ref.name, verify=False), media_type=media, headers=headers
@@ -498,14 +550,26 @@ def _query_without(params: Mapping[str, str], *names: str) -> str:
     return urlencode([(k, v) for k, v in items if k not in names and v])
 
 
-def create_app(store_url: str) -> Starlette:
-    """The viewer for the store at ``store_url``: an ASGI application (serve on 127.0.0.1)."""
-    viewer = Viewer(store_url)
+class _ViewerApp(Starlette):
+    """Starlette with :class:`SecurityHeaders` outside everything, its error middleware too."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return SecurityHeaders(super().build_middleware_stack())
+
+
+def create_app(store_url: str, *, stale_after: timedelta = STALE_AFTER) -> Starlette:
+    """The viewer for the store at ``store_url``: an ASGI application (serve on 127.0.0.1).
+
+    :param stale_after: a run not finished whose heartbeat is older is shown as
+        having lost its writer ("writer not seen since ..."), not as live.
+    """
+    viewer = Viewer(store_url, stale_after)
     routes = [
         Route("/", viewer.runs, name="runs"),
         Route("/runs/{run_id}", viewer.run, name="run"),
         Route("/runs/{run_id}/instances/{instance_id}", viewer.instance, name="instance"),
         Route("/runs/{run_id}/streams/{stream}", viewer.stream, name="stream"),
+        Route("/runs/{run_id}/streams/{stream}/raw", viewer.stream_raw, name="stream_raw"),
         Route("/runs/{run_id}/artifacts/{name:path}", viewer.artifact, name="artifact"),
         Route("/runs/{run_id}/raw/{name:path}", viewer.raw, name="raw"),
         Mount("/static", StaticFiles(packages=[("runstore.viewer", "static")]), name="static"),
@@ -513,13 +577,11 @@ def create_app(store_url: str) -> Starlette:
     handlers: dict[Any, Any] = {
         RunstoreError: viewer.error,
         HTTPException: viewer.error,
+        Exception: viewer.error,  # the 500 page of a bug (Starlette re-raises it for the log)
     }
-    return Starlette(
+    return _ViewerApp(
         routes=routes,
-        middleware=[
-            Middleware(_SecurityHeaders),
-            Middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost"]),
-        ],
+        middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost"])],
         exception_handlers=handlers,
         lifespan=viewer.lifespan,
     )
