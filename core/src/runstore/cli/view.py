@@ -14,12 +14,14 @@ import socket
 import sys
 import threading
 import webbrowser
+from datetime import timedelta
 from typing import Final
 
 import click
 
 from runstore.aio import open as open_async
 from runstore.cli.app import CliContext, emit_json_line, json_option, pass_cli
+from runstore.cli.maintenance import AgeParam
 from runstore.model.errors import UnsupportedError
 
 __all__ = ["HOST", "view"]
@@ -80,9 +82,22 @@ def _listen(port: int) -> socket.socket:
     help="Port on 127.0.0.1 (0: any free port).",
 )
 @click.option("--no-browser", is_flag=True, help="Do not open a browser; just print the URL.")
+@click.option(
+    "--stale-after",
+    type=AgeParam(),
+    default="90s",
+    show_default=True,
+    help="Show a live run whose heartbeat is older as 'writer not seen since ...'.",
+)
 @json_option(help='Print {"url": ..., "store": ...} as one JSON line once serving.')
 @pass_cli
-def view(cli_ctx: CliContext, store_url: str | None, port: int, no_browser: bool) -> None:
+def view(
+    cli_ctx: CliContext,
+    store_url: str | None,
+    port: int,
+    no_browser: bool,
+    stale_after: timedelta,
+) -> None:
     """Browse runs in a local, read-only web page (until Ctrl-C).
 
     Lists the runs (filter by status, system under test and tag, with their
@@ -107,7 +122,7 @@ def view(cli_ctx: CliContext, store_url: str | None, port: int, no_browser: bool
     _check_store(url_of_store)
     sock = _listen(port)
     url = f"http://{HOST}:{sock.getsockname()[1]}/"
-    app = create_app(url_of_store)
+    app = create_app(url_of_store, stale_after=stale_after)
     server = uvicorn.Server(
         uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
     )
