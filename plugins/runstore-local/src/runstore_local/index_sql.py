@@ -1,0 +1,501 @@
+"""The run index's tables, and run-index queries compiled to SQL over them.
+
+Schema version :data:`SCHEMA_VERSION` (``PRAGMA user_version``; an index of
+another version is dropped and rebuilt from the run directories):
+
+``runs``
+    One row a run: ``run_id``, ``status``, ``sut_name``, the times as
+    microseconds since the epoch in UTC (``created_us``, ``updated_us``,
+    ``finished_us``), the summary numbers, ``inexact`` and the record's JSON.
+``run_tags``
+    ``(run_id, tag)``, indexed by tag.
+``run_metadata``
+    ``(run_id, key, pos, type, value)``, indexed by ``(key, type, value)``.
+    The row at ``pos`` -1 is the value itself: ``type`` ``n`` (a number),
+    ``s`` (a string), ``b`` (a bool, ``value`` 0 or 1), ``l`` (a list, whose
+    elements follow at ``pos`` 0, 1, ... with their own type; null elements
+    are left out) or ``z`` (null: absent, like a missing key). So ``[]`` is
+    present with no element and ``null`` is absent, as the reference has it.
+``run_metrics``
+    ``(run_id, name, value)``, indexed by ``(name, value)``; a value that is
+    not finite is left out (absent).
+
+``inexact`` marks a run holding a number SQLite cannot hold exactly (an
+integer outside the signed 64-bit range): while any run is marked, queries
+are answered by the reference in Python.
+
+:meth:`Query.where` turns a filter into a parameterised SQL condition on
+``runs`` that holds exactly when :func:`runstore.model.selection.matches`
+does: every predicate yields 0 or 1, never ``NULL``, so ``AND``, ``OR`` and
+``NOT`` stay two-valued; a type mismatch is a constant 0, and ``LIKE`` is
+:func:`like`, the reference's pattern matching registered as a SQL function
+(SQLite's own ``LIKE`` ignores ASCII case). :meth:`Query.order` and
+:meth:`Query.after` sort on the ``runs`` columns with absent values last in
+both directions and select the rows after a page token's. Values are bound as
+named parameters; the only identifiers are those of the tables above.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Final
+
+from runstore.model import query as q
+from runstore.model.run import RunRecord
+from runstore.model.selection import SortValue
+
+__all__ = [
+    "DROP",
+    "LIKE_FUNCTION",
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "Query",
+    "RunRows",
+    "like",
+    "micros",
+    "run_rows",
+    "select",
+]
+
+SCHEMA_VERSION: Final = 2
+
+SCHEMA: Final = (
+    """CREATE TABLE runs (
+        run_id         TEXT PRIMARY KEY,
+        status         TEXT NOT NULL,
+        sut_name       TEXT,
+        created_us     INTEGER NOT NULL,
+        updated_us     INTEGER NOT NULL,
+        finished_us    INTEGER,
+        instance_count INTEGER,
+        pass_count     INTEGER,
+        fail_count     INTEGER,
+        error_count    INTEGER,
+        skip_count     INTEGER,
+        pass_rate      REAL,
+        duration_ms    INTEGER,
+        inexact        INTEGER NOT NULL,
+        record         BLOB NOT NULL
+    )""",
+    "CREATE INDEX runs_created ON runs (created_us DESC, run_id DESC)",
+    "CREATE INDEX runs_status ON runs (status, created_us DESC)",
+    "CREATE INDEX runs_inexact ON runs (run_id) WHERE inexact",
+    """CREATE TABLE run_tags (
+        run_id TEXT NOT NULL, tag TEXT NOT NULL, PRIMARY KEY (run_id, tag)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX run_tags_tag ON run_tags (tag)",
+    # value has no declared type: it keeps each value's own storage class.
+    """CREATE TABLE run_metadata (
+        run_id TEXT NOT NULL, key TEXT NOT NULL, pos INTEGER NOT NULL,
+        type   TEXT NOT NULL, value,
+        PRIMARY KEY (run_id, key, pos)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX run_metadata_value ON run_metadata (key, type, value)",
+    """CREATE TABLE run_metrics (
+        run_id TEXT NOT NULL, name TEXT NOT NULL, value REAL NOT NULL,
+        PRIMARY KEY (run_id, name)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX run_metrics_value ON run_metrics (name, value)",
+    # Highest N per id prefix (run_20240115_ for run_20240115_042), kept by a
+    # trigger, so generating a run id is one lookup however many runs exist.
+    # It outlives schema changes: it remembers the ids of deleted runs too.
+    "CREATE TABLE IF NOT EXISTS id_counters (prefix TEXT PRIMARY KEY, highest INTEGER NOT NULL)",
+    """CREATE TRIGGER runs_id_counter AFTER INSERT ON runs
+    WHEN rtrim(NEW.run_id, '0123456789') != NEW.run_id
+    BEGIN
+        INSERT INTO id_counters VALUES (
+            rtrim(NEW.run_id, '0123456789'),
+            CAST(substr(NEW.run_id, length(rtrim(NEW.run_id, '0123456789')) + 1) AS INTEGER)
+        ) ON CONFLICT (prefix) DO UPDATE SET highest = max(highest, excluded.highest);
+    END""",
+)
+DROP: Final = tuple(
+    f"DROP TABLE IF EXISTS {table}" for table in ("runs", "run_tags", "run_metadata", "run_metrics")
+)
+
+# -- rows ---------------------------------------------------------------------
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_INT64: Final = range(-(2**63), 2**63)
+_TYPE_TAGS: Final = {bool: "b", int: "n", float: "n", str: "s"}
+
+
+def micros(moment: datetime) -> int:
+    """Microseconds since the epoch; a time without a timezone is UTC."""
+    if moment.utcoffset() is None:
+        moment = moment.replace(tzinfo=UTC)
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+@dataclass
+class RunRows:
+    """The rows one record is stored as."""
+
+    run: tuple[object, ...]
+    tags: list[tuple[str, str]] = field(default_factory=list)
+    metadata: list[tuple[str, str, int, str, object]] = field(default_factory=list)
+    metrics: list[tuple[str, str, float]] = field(default_factory=list)
+
+
+class _Flag:
+    inexact = False
+
+    def number(self, value: int | None) -> int | None:
+        if value is None or value in _INT64:
+            return value
+        self.inexact = True
+        return None
+
+    def element(self, value: object) -> tuple[str, object] | None:
+        """``(type, stored value)`` of a metadata scalar; ``None`` when it is absent."""
+        if value is None or (isinstance(value, float) and not math.isfinite(value)):
+            return None
+        tag = _TYPE_TAGS.get(type(value))
+        if tag is None or (tag == "n" and isinstance(value, int) and value not in _INT64):
+            self.inexact = True
+            return "?", None
+        return tag, (1 if value else 0) if tag == "b" else value
+
+
+def run_rows(record: RunRecord, data: bytes) -> RunRows:
+    """The rows of ``record``, whose JSON is ``data``."""
+    flag, run_id = _Flag(), record.run_id
+    rows = RunRows(())
+    rows.tags = [(run_id, tag) for tag in dict.fromkeys(record.tags)]
+    for key, value in record.metadata.items():
+        if not isinstance(value, list):
+            rows.metadata.append((run_id, key, -1, *(flag.element(value) or ("z", None))))
+            continue
+        rows.metadata.append((run_id, key, -1, "l", None))
+        for pos, item in enumerate(value):
+            if (element := flag.element(item)) is not None:
+                rows.metadata.append((run_id, key, pos, *element))
+    rows.metrics = [
+        (run_id, name, value) for name, value in record.metrics.items() if math.isfinite(value)
+    ]
+    rate = record.pass_rate
+    rows.run = (
+        run_id,
+        record.status,
+        record.sut_name,
+        micros(record.created_at),
+        micros(record.updated_at),
+        None if record.finished_at is None else micros(record.finished_at),
+        flag.number(record.instance_count),
+        flag.number(record.pass_count),
+        flag.number(record.fail_count),
+        flag.number(record.error_count),
+        flag.number(record.skip_count),
+        rate if rate is not None and math.isfinite(rate) else None,
+        flag.number(record.duration_ms),
+        int(flag.inexact),
+        data,
+    )
+    return rows
+
+
+# -- LIKE -----------------------------------------------------------------------
+
+LIKE_FUNCTION: Final = "runstore_like"
+"""``runstore_like(value, pattern, case_insensitive)``: 1 when a string matches, else 0."""
+
+_LIKE_PARTS: Final = re.compile(r"\\(.)|(%)|(_)|[^\\%_]+", re.DOTALL)
+
+
+@functools.lru_cache(maxsize=256)
+def _like_regex(pattern: str, case_insensitive: bool) -> re.Pattern[str]:
+    def part(match: re.Match[str]) -> str:
+        if match[2]:
+            return ".*"
+        return "." if match[3] else re.escape(match[1] or match[0])
+
+    flags = re.DOTALL | (re.IGNORECASE if case_insensitive else 0)
+    return re.compile(_LIKE_PARTS.sub(part, pattern), flags)
+
+
+def like(value: object, pattern: str, case_insensitive: int) -> int:
+    """The reference's LIKE (ILIKE with ``case_insensitive``) on one value, as SQL wants it."""
+    if not isinstance(value, str):
+        return 0
+    return int(_like_regex(pattern, bool(case_insensitive)).fullmatch(value) is not None)
+
+
+# -- fields -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Column:
+    name: str
+    type: str  # s, n or t (a time, as microseconds)
+    nullable: bool
+
+
+_COLUMNS: Final = {
+    "run_id": _Column("run_id", "s", False),
+    "status": _Column("status", "s", False),
+    "sut_name": _Column("sut_name", "s", True),
+    "created_at": _Column("created_us", "t", False),
+    "updated_at": _Column("updated_us", "t", False),
+    "finished_at": _Column("finished_us", "t", True),
+    **{f"summary.{name}": _Column(name, "n", True) for name in q.SUMMARY_FIELDS},
+}
+
+
+def _column(field: q.Field) -> _Column | None:
+    """The ``runs`` column holding ``field``, if one does."""
+    if field.kind == "summary":
+        return _COLUMNS.get(f"summary.{field.key}")
+    return _COLUMNS.get(field.kind) if field.key is None else None
+
+
+def _type(value: object) -> str | None:
+    if isinstance(value, datetime):
+        return "t"
+    return _TYPE_TAGS.get(type(value))
+
+
+@dataclass(frozen=True)
+class _Target:
+    """Where a field's elements are: ``value`` (SQL), of type ``fixed`` or as ``typed`` says;
+    in a side table ``side`` (aliased ``s``) under the conditions ``keyed``, or in ``runs``."""
+
+    value: str
+    fixed: str | None
+    typed: str | None = None
+    side: str | None = None
+    keyed: tuple[str, ...] = ()
+    present: str = "1"
+
+
+_OPS: Final = {"=": "=", "!=": "=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
+
+
+@dataclass
+class Query:
+    """SQL conditions on ``runs`` and their named parameters, built up by the methods.
+
+    A condition on a side table is ``runs.run_id IN (SELECT ...)``, which SQLite
+    answers from the side table's index (cheap when few runs match), or with
+    ``correlated`` an ``EXISTS`` looked up run by run (cheap when SQLite walks the
+    runs in the sort order and many match).
+    """
+
+    correlated: bool = False
+    params: dict[str, object] = field(default_factory=dict)
+
+    def bind(self, value: object) -> str:
+        name = f"p{len(self.params)}"
+        self.params[name] = value
+        return ":" + name
+
+    def literal(self, value: q.Value) -> str:
+        return self.bind(micros(value) if isinstance(value, datetime) else value)
+
+    # -- filters --------------------------------------------------------------
+
+    def where(self, expr: q.Expr) -> str:
+        """The condition that holds exactly when ``expr`` matches (``1`` or ``0``, never NULL)."""
+        if isinstance(expr, q.Not):
+            return f"NOT ({self.where(expr.operand)})"
+        if isinstance(expr, q.And | q.Or):
+            word = " AND " if isinstance(expr, q.And) else " OR "
+            return _join([self.where(item) for item in expr.items], word)
+        target = self._target(expr.field)
+        if isinstance(expr, q.IsNull):
+            return target.present if expr.negated else f"NOT ({target.present})"
+        positive = self._any(target, self._condition(expr, target))
+        if isinstance(expr, q.Compare):
+            negated = expr.op == "!="
+        else:
+            negated = not isinstance(expr, q.Contains) and expr.negated
+        return f"({target.present} AND NOT ({positive}))" if negated else positive
+
+    def _target(self, field: q.Field) -> _Target:
+        column = _column(field)
+        if column is not None:
+            name = f"runs.{column.name}"
+            present = f"({name} IS NOT NULL)" if column.nullable else "1"
+            return _Target(name, column.type, present=present)
+        # Looked up run by run, only the run id and the key are for an index: SQLite
+        # would otherwise scan the whole range of a key's values for every run.
+        plus = "+" if self.correlated else ""
+        if field.kind == "tags":
+            return _Target(f"{plus}s.tag", "s", side="run_tags")
+        if field.kind == "metrics":
+            keyed = (f"s.name = {self.bind(field.key)}",)
+            present = self._side("run_metrics", keyed)
+            return _Target(f"{plus}s.value", "n", None, "run_metrics", keyed, present)
+        keyed = (f"s.key = {self.bind(field.key)}",)
+        # The row of the value itself, when it is present (a list, even [], is).
+        itself = ("s.pos = -1", f"{plus}s.type IN ('n', 's', 'b', 'l')")
+        present = self._side("run_metadata", (*keyed, *itself))
+        return _Target(f"{plus}s.value", None, f"{plus}s.type", "run_metadata", keyed, present)
+
+    def _condition(
+        self, expr: q.Compare | q.In | q.Like | q.Contains, target: _Target
+    ) -> str | None:
+        """What one element must satisfy, or ``None`` when no element can."""
+        if isinstance(expr, q.Like):
+            flag = int(expr.case_insensitive)
+            test = f"{LIKE_FUNCTION}({target.value}, {self.bind(expr.pattern)}, {flag})"
+            return _typed(target, "s", test)
+        if isinstance(expr, q.Compare | q.Contains):
+            op = _OPS[expr.op] if isinstance(expr, q.Compare) else "="
+            kind = _type(expr.value)
+            if kind is None or (kind == "b" and op != "="):
+                return None
+            return _typed(target, kind, f"{target.value} {op} {self.literal(expr.value)}")
+        groups: dict[str, list[q.Value]] = {}
+        for value in expr.values:
+            groups.setdefault(_type(value) or "", []).append(value)
+        tests = [
+            _typed(target, kind, f"{target.value} IN ({', '.join(map(self.literal, values))})")
+            for kind, values in groups.items()
+        ]
+        kept = [test for test in tests if test is not None]
+        return _join(kept, " OR ") if kept else None
+
+    def _any(self, target: _Target, condition: str | None) -> str:
+        """Whether any element satisfies ``condition``."""
+        if condition is None:
+            return "0"
+        if target.side is not None:
+            return self._side(target.side, (*target.keyed, condition))
+        return condition if target.present == "1" else f"({target.present} AND {condition})"
+
+    def _side(self, table: str, conditions: Sequence[str]) -> str:
+        """Whether the run has a row in the side table ``table`` meeting ``conditions``."""
+        # ``table`` is one of the fixed names above; the values in ``conditions`` are bound.
+        if self.correlated:
+            where = " AND ".join(("s.run_id = runs.run_id", *conditions))
+            return f"EXISTS (SELECT 1 FROM {table} AS s WHERE {where})"  # noqa: S608
+        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        return f"runs.run_id IN (SELECT s.run_id FROM {table} AS s{where})"  # noqa: S608
+
+    # -- the classic filters --------------------------------------------------
+
+    def classic(
+        self,
+        status: frozenset[str] | None,
+        sut_name: str | None,
+        tags: frozenset[str] | None,
+        created_after: datetime | None,
+        created_before: datetime | None,
+    ) -> list[str]:
+        conditions = []
+        if status is not None:
+            conditions.append(f"runs.status IN ({', '.join(map(self.bind, sorted(status)))})")
+        if sut_name is not None:
+            conditions.append(f"runs.sut_name = {self.bind(sut_name)}")
+        if created_after is not None:
+            conditions.append(f"runs.created_us >= {self.literal(created_after)}")
+        if created_before is not None:
+            conditions.append(f"runs.created_us < {self.literal(created_before)}")
+        conditions += [
+            self._side("run_tags", (f"s.tag = {self.bind(tag)}",)) for tag in sorted(tags or ())
+        ]
+        return conditions
+
+    # -- order and pages ------------------------------------------------------
+
+    @staticmethod
+    def order(order: Sequence[q.OrderKey]) -> str | None:
+        """``ORDER BY`` terms for ``order`` (complete), or ``None`` unless every key is a column."""
+        terms = []
+        for key, column in zip(order, _columns(order), strict=False):
+            if column is None:
+                return None
+            nulls = " NULLS LAST" if column.nullable else ""
+            terms.append(f"runs.{column.name} {'DESC' if key.descending else 'ASC'}{nulls}")
+        return ", ".join(terms)
+
+    @staticmethod
+    def walks_index(order: Sequence[q.OrderKey]) -> bool:
+        """Whether ``order`` (complete) is ``created_at`` then ``run_id`` in one direction:
+        the ``runs_created`` index's order, forwards or backwards."""
+        names = [column.name if column else "" for column in _columns(order)]
+        return names == ["created_us", "run_id"] and order[0].descending == order[1].descending
+
+    def after(self, order: Sequence[q.OrderKey], cursor: Sequence[SortValue]) -> str | None:
+        """The rows strictly after the row with sort values ``cursor``, absent last in both
+        directions; ``None`` when a value is not of its column's type (then Python pages)."""
+        columns = _columns(order)
+        keys = list(zip(order, columns, cursor, strict=False))
+        for _, column, value in keys:
+            if column is None or (value is not None and _type(value) != column.type):
+                return None
+        if all(not c.nullable and v is not None for _, c, v in keys if c) and (
+            len({key.descending for key, _, _ in keys}) == 1
+        ):  # one row value comparison, which an index on the same keys serves
+            names = ", ".join(f"runs.{column.name}" for _, column, _ in keys if column)
+            values = ", ".join(self.literal(value) for _, _, value in keys if value is not None)
+            return f"(({names}) {'<' if order[0].descending else '>'} ({values}))"
+        branches, equal = [], []
+        for key, column, value in keys:
+            assert column is not None  # checked above
+            name = f"runs.{column.name}"
+            if value is None:  # absent sorts last: nothing is after it on this key
+                equal.append(f"{name} IS NULL")
+                continue
+            bound = self.literal(value)
+            beyond = f"{name} {'<' if key.descending else '>'} {bound}"
+            if column.nullable:
+                beyond = f"({name} IS NULL OR {beyond})"
+            branches.append(_join([*equal, beyond], " AND "))
+            equal.append(f"{name} = {bound}")
+        return _join(branches, " OR ") if branches else "0"
+
+
+def select(
+    conditions: Sequence[str],
+    order: str | None,
+    limit: int | None,
+    offset: int,
+    *,
+    sort_ids: bool,
+) -> str:
+    """The ``SELECT`` of the records of the runs meeting ``conditions``: in ``order``
+    (``ORDER BY`` terms) and with ``limit`` + 1 rows after ``offset`` if given (one
+    more row than asked for tells whether a next page exists). ``sort_ids`` sorts the
+    row ids, then fetches their records: SQLite's sorter copies whole rows."""
+    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+    records = "SELECT runs.record FROM runs"
+    if order is None:
+        return records + where
+    if limit is None and not offset:
+        return f"{records}{where} ORDER BY {order}"
+    cut = f"ORDER BY {order} LIMIT {-1 if limit is None else int(limit) + 1} OFFSET {int(offset)}"
+    if not sort_ids:
+        return f"{records}{where} {cut}"
+    ids = f"SELECT runs.rowid FROM runs{where} {cut}"  # noqa: S608 - terms built above
+    return f"{records} WHERE runs.rowid IN ({ids}) ORDER BY {order}"
+
+
+def _columns(order: Sequence[q.OrderKey]) -> list[_Column | None]:
+    """The column of each key up to and including ``run_id`` (the keys after it never decide)."""
+    columns = []
+    for key in order:
+        columns.append(_column(key.field))
+        if key.field.kind == "run_id":
+            break
+    return columns
+
+
+def _typed(target: _Target, kind: str, test: str) -> str | None:
+    if target.fixed is not None:
+        return test if kind == target.fixed else None
+    return f"({target.typed} = '{kind}' AND {test})"
+
+
+def _join(items: list[str], word: str) -> str:
+    """``items`` joined by ``word`` as a balanced tree (SQLite limits expression depth)."""
+    if len(items) == 1:
+        return items[0]
+    middle = len(items) // 2
+    return f"({_join(items[:middle], word)}{word}{_join(items[middle:], word)})"
