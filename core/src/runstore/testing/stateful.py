@@ -626,6 +626,14 @@ class StoreStateMachine(RuleBasedStateMachine):
     ) -> None:
         self._put(writer, name, data, kind, as_file)
 
+    def _superseded(self, writer: _Writer) -> bool:
+        """Without compare-and-swap a writer whose run another writer resumed since
+        writes over it unchecked: that is the capability switched off, not a bug."""
+        if self._capable.compare_and_swap:
+            return False
+        later = self._writers[self._writers.index(writer) + 1 :]
+        return any(other.run_id == writer.run_id for other in later)
+
     def _have_put(self) -> list[_Writer]:
         return [w for w in self._writers if w.last_put is not None and not w.orphaned]
 
@@ -661,7 +669,7 @@ class StoreStateMachine(RuleBasedStateMachine):
         completed: int | None,
         total: int | None,
     ) -> None:
-        if writer.orphaned:
+        if writer.orphaned or self._superseded(writer):
             return
         self._both(
             f"set_phase({writer.run_id!r}, {phase!r}, status={status!r}, "
@@ -677,7 +685,7 @@ class StoreStateMachine(RuleBasedStateMachine):
         merge=st.booleans(),
     )
     def set_state(self, writer: _Writer, data: dict[str, Any], merge: bool) -> None:
-        if writer.orphaned:
+        if writer.orphaned or self._superseded(writer):
             return
         method = "update_state" if merge else "set_state"
         self._both(
