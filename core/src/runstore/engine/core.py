@@ -297,15 +297,7 @@ class RunCore:
                         new, expected_revision=base.revision, record=record
                     )
                 except ConflictError:
-                    # A write that failed late (e.g. the directory fsync after the rename)
-                    # may have landed: if the store holds exactly it, build on it.
-                    failed, self._unconfirmed = self._unconfirmed, None
-                    stored = await self._stored_state()
-                    if stored is not None and failed is not None and stored == failed:
-                        self.state = failed
-                        continue
-                    if stored is not None and _only_labels_differ(stored, base):
-                        self.state = stored
+                    if self._adopt(await self._stored_state()):
                         continue
                     raise
                 except BaseException:  # failed, or cancelled (a heartbeat at finish) mid-write
@@ -354,6 +346,22 @@ class RunCore:
             return changes
 
         return await self.write_state(edit=edit, beat=beat, summary=self.summary)
+
+    def _adopt(self, stored: RunState | None) -> bool:
+        """Build on ``stored`` when it is this writer's own state after all, else ``False``.
+
+        Two cases: a write of ours that raised late (a directory fsync after the
+        rename, a heartbeat cancelled mid-write) but landed, and a change of
+        labels someone else made meanwhile.
+        """
+        unconfirmed, self._unconfirmed = self._unconfirmed, None
+        if stored is None:
+            return False
+        mine = [self.state] if unconfirmed is None else [self.state, unconfirmed]
+        if stored == unconfirmed or any(_only_labels_differ(stored, m) for m in mine):
+            self.state = stored
+            return True
+        return False
 
     async def _stored_state(self) -> RunState | None:
         try:
@@ -548,12 +556,7 @@ class RunCore:
         # A writer whose state is stale (recover marked the run crashed, another
         # writer took over) must not leave a summary behind: check first.
         stored = await self.store.state.read_state(self.run_id)
-        if stored.revision != self.state.revision and stored == self._unconfirmed:
-            # our own state write raised (or its heartbeat was cancelled) after it landed
-            self.state, self._unconfirmed = stored, None
-        if stored.revision != self.state.revision and _only_labels_differ(stored, self.state):
-            self.state = stored  # someone changed the run's labels meanwhile
-        if stored.revision != self.state.revision:
+        if stored.revision != self.state.revision and not self._adopt(stored):
             raise ConflictError(
                 f"run {self.run_id!r} was updated by another writer (revision "
                 f"{stored.revision}, this writer has {self.state.revision}); not finishing it",
