@@ -4,7 +4,8 @@ speak, the layout every backend produces and the hook markers.
 ``from runstore.spi import StateBackend, LogBackend, ArtifactBackend, BackendSpec, hookimpl``
 
 Modules: :mod:`~.backends` (one abstract class per concern, capabilities,
-registration), :mod:`~.hookspecs` (the plugin hooks), :mod:`~.layout` (paths
+registration), :mod:`~.kv` (a key-value store's five primitives, built into a
+backend for all three concerns), :mod:`~.hookspecs` (the plugin hooks), :mod:`~.layout` (paths
 of the Windtunnel tree) and :mod:`~.memory` (the in-memory reference backend
 the conformance kit compares every backend against). Imports only
 :mod:`runstore.model`.
@@ -78,6 +79,7 @@ from runstore.spi.backends import (
     hash_source,
 )
 from runstore.spi.hookspecs import hookimpl
+from runstore.spi.kv import KeyValueStore, KVBackend, MemoryKV
 
 __all__ = [
     "ALL_CONCERNS",
@@ -101,8 +103,11 @@ __all__ = [
     "In",
     "InvalidInputError",
     "IsNull",
+    "KVBackend",
+    "KeyValueStore",
     "Like",
     "LogBackend",
+    "MemoryKV",
     "Not",
     "NotFoundError",
     "Or",
