@@ -60,6 +60,7 @@ from runstore.model.errors import (
     UnsupportedError,
 )
 from runstore.model.run import RunManifest, RunRecord, RunState, RunSummary
+from runstore.model.selection import Page
 from runstore.spi.backends import (
     ArtifactBackend,
     ArtifactSource,
@@ -285,7 +286,7 @@ class KVBackend(StateBackend, LogBackend, ArtifactBackend):
     async def write_summary(self, summary: RunSummary) -> None:
         await self._update(summary.run_id, {"summary": summary.model_dump(mode="json")}, None)
 
-    async def list_runs(self, query: RunQuery) -> list[RunRecord]:
+    async def list_runs(self, query: RunQuery) -> Page:
         records = []
         for key in await self.kv.list_keys("runs/"):
             raw = await self.kv.get(key)
