@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, get_args
 
@@ -34,7 +35,7 @@ from runstore.model.query import (
     render_order,
 )
 from runstore.model.run import RunRecord
-from runstore.model.selection import Page, matches, select, sort_values
+from runstore.model.selection import PAGE_BLOCK, Page, matches, select, sort_values
 from runstore.spi import RunQuery
 
 T0 = datetime(2024, 1, 15, tzinfo=UTC)
@@ -538,3 +539,38 @@ def test_paging_yields_the_filtered_sorted_list_once_even_as_runs_are_added(
     assert [r for r in seen if not r.run_id.startswith("new_")] == everything
     if len(store) == len(initial):
         assert seen == everything
+
+
+# -- Page: a sequence, parsed block by block when built from JSON ---------------
+
+
+def test_a_page_from_json_parses_only_the_blocks_read() -> None:
+    records = [rec(f"r{n:05}", n) for n in range(2 * PAGE_BLOCK + 5)]
+    parsed: list[int] = []
+
+    def decode(rows: Sequence[bytes]) -> list[RunRecord]:
+        parsed.append(len(rows))
+        return [RunRecord.model_validate_json(row) for row in rows]
+
+    page = Page.from_json([r.model_dump_json().encode() for r in records], decode, "next")
+    assert len(page) == len(records) and page.next_page_token == "next" and parsed == []
+    assert page[-1] == records[-1] and parsed == [5]  # the last block only
+    assert page[PAGE_BLOCK + 1] == records[PAGE_BLOCK + 1] and parsed == [5, PAGE_BLOCK]
+    assert page[-1] == records[-1] and len(parsed) == 2  # parsed once
+    assert page == records and parsed == [5, PAGE_BLOCK, PAGE_BLOCK]
+    assert list(page) == records and page[3:6] == records[3:6] and page[::-1] == records[::-1]
+
+
+def test_a_page_is_a_read_only_sequence_equal_to_its_records() -> None:
+    a, b = rec("a", 1), rec("b", 2)
+    page = Page([a, b])
+    assert page == [a, b] and [a, b] == page and page == Page([a, b]) and page == (a, b)
+    assert page != [b, a] and page != [a] and page != "ab" and Page() == []
+    assert page.index(b) == 1 and b in page and list(reversed(page)) == [b, a]
+    assert not Page() and bool(page) and repr(Page()) == "Page([], next_page_token=None)"
+    with pytest.raises(IndexError):
+        page[2]
+    with pytest.raises(IndexError):
+        page[-3]
+    with pytest.raises(TypeError):
+        hash(page)

@@ -48,8 +48,12 @@ def record(run_id: str, minutes: float = 0, **fields: Any) -> RunRecord:
     return RunRecord(run_id=run_id, created_at=moment, updated_at=moment, **fields)
 
 
-def ids(records: Sequence[RunRecord]) -> list[str]:
-    return [r.run_id for r in records]
+def ids(records: Sequence[RunRecord | bytes]) -> list[str]:
+    """The run ids of ``records`` (or of the JSON documents the index fetched)."""
+    return [
+        RunRecord.model_validate_json(r).run_id if isinstance(r, bytes) else r.run_id
+        for r in records
+    ]
 
 
 def pages(index: RunIndex, records: list[RunRecord], **options: Any) -> list[list[str]]:
@@ -421,7 +425,7 @@ def test_a_sparse_filter_gives_up_the_walk_and_finds_its_runs_by_index(
     over_budget: list[bool] = []
     fetch = index._fetch
 
-    def spy(plan: Plan) -> list[RunRecord] | None:
+    def spy(plan: Plan) -> list[bytes] | None:
         found = fetch(plan)
         over_budget.append(found is None)
         return found

@@ -67,9 +67,9 @@ import json
 import math
 import operator
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any, Final, cast
+from typing import Any, Final, cast, overload
 
 from runstore.model.errors import InvalidInputError
 from runstore.model.query import (
@@ -259,17 +259,90 @@ def _sort(rows: list[_Row], order: Sequence[OrderKey]) -> None:
 # -- pages --------------------------------------------------------------------
 
 
-class Page(list[RunRecord]):
-    """One page of records: a list, with the token that fetches the next page."""
+class Page(Sequence[RunRecord]):
+    """One page of records, in order, with the token that fetches the next page.
+
+    A read-only sequence: index it, slice it, iterate it, take its ``len``, compare
+    it with ``==`` to a list of records. A backend may hand the records over as
+    their stored JSON (:meth:`from_json`): each block of :data:`PAGE_BLOCK`
+    records is then parsed the first time one of them is reached, so a listing of
+    100k runs costs its parsing only as far as the caller reads it.
+    """
+
+    __slots__ = ("_blocks", "_decode", "_raw", "_size", "next_page_token")
 
     def __init__(
         self, records: Iterable[RunRecord] = (), next_page_token: str | None = None
     ) -> None:
-        super().__init__(records)
+        done = list(records)
+        self._size = len(done)
+        self._raw: Sequence[bytes] = ()
+        self._decode: Callable[[Sequence[bytes]], list[RunRecord]] | None = None
+        self._blocks: list[list[RunRecord] | None] = [
+            done[i : i + PAGE_BLOCK] for i in range(0, len(done), PAGE_BLOCK)
+        ]
         self.next_page_token = next_page_token
 
+    @classmethod
+    def from_json(
+        cls,
+        rows: Sequence[bytes],
+        decode: Callable[[Sequence[bytes]], list[RunRecord]],
+        next_page_token: str | None = None,
+    ) -> Page:
+        """A page of the records whose JSON documents ``rows`` holds, parsed on demand
+        by ``decode`` (which turns a run of documents into records, in order)."""
+        page = cls((), next_page_token)
+        page._size = len(rows)
+        page._raw = rows
+        page._decode = decode
+        page._blocks = [None] * -(-len(rows) // PAGE_BLOCK)
+        return page
+
+    def _block(self, number: int) -> list[RunRecord]:
+        block = self._blocks[number]
+        if block is None:  # parsed once; two threads racing here both get equal records
+            assert self._decode is not None  # set with the raw rows
+            start = number * PAGE_BLOCK
+            block = self._decode(self._raw[start : start + PAGE_BLOCK])
+            self._blocks[number] = block
+        return block
+
+    def __len__(self) -> int:
+        return self._size
+
+    @overload
+    def __getitem__(self, index: int) -> RunRecord: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[RunRecord]: ...
+
+    def __getitem__(self, index: int | slice) -> RunRecord | list[RunRecord]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self._size))]
+        if index < 0:
+            index += self._size
+        if not 0 <= index < self._size:
+            raise IndexError("page index out of range")
+        return self._block(index // PAGE_BLOCK)[index % PAGE_BLOCK]
+
+    def __iter__(self) -> Iterator[RunRecord]:
+        for number in range(len(self._blocks)):
+            yield from self._block(number)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence) or isinstance(other, str | bytes):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+
+    __hash__ = None  # type: ignore[assignment]  # equal to a list, so not hashable
+
     def __repr__(self) -> str:
-        return f"Page({list.__repr__(self)}, next_page_token={self.next_page_token!r})"
+        return f"Page({list(self)!r}, next_page_token={self.next_page_token!r})"
+
+
+PAGE_BLOCK = 1024
+"""How many records of a :meth:`Page.from_json` page are parsed at a time."""
 
 
 def query_fingerprint(where: Expr | None, order: Sequence[OrderKey], *extra: object) -> str:

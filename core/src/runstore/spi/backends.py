@@ -289,7 +289,7 @@ class StateBackend(ABC):
         """The summary, or ``None`` while the run has not finished."""
 
     @abstractmethod
-    async def list_runs(self, query: RunQuery) -> list[RunRecord]:
+    async def list_runs(self, query: RunQuery) -> Sequence[RunRecord]:
         """Index records matching ``query``, in its order, one page of them.
 
         ``query.apply`` is the reference (it returns a :class:`~runstore.model.selection.Page`

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -163,7 +163,7 @@ class MemoryBackend(StateBackend, LogBackend, ArtifactBackend):
         self._require(run_id)
         return self._data.summaries.get(run_id)
 
-    async def list_runs(self, query: RunQuery) -> list[RunRecord]:
+    async def list_runs(self, query: RunQuery) -> Sequence[RunRecord]:
         with self._data.lock:
             records = list(self._data.records.values())
         return query.apply(records)

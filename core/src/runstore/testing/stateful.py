@@ -59,6 +59,7 @@ from pydantic import BaseModel
 import runstore
 from runstore.model.errors import RunstoreError
 from runstore.model.run import ArtifactKind, PhaseStatus, RunStatus
+from runstore.model.selection import Page
 from runstore.spi.backends import Capabilities
 from runstore.spi.layout import ARTIFACTS_STREAM
 
@@ -236,7 +237,7 @@ def _canonical(value: Any, names: Mapping[str, str]) -> Any:
             else:
                 out[key] = _canonical(item, names)
         return out
-    if isinstance(value, list):
+    if isinstance(value, list | Page):
         return [_canonical(item, names) for item in value]
     if isinstance(value, tuple):
         return tuple(_canonical(item, names) for item in value)
@@ -809,7 +810,7 @@ class StoreStateMachine(RuleBasedStateMachine):
                 times["created_after"] = side.created_at[after.run_id]
             if before is not None:
                 times["created_before"] = side.created_at[before.run_id]
-            return side.store.list_runs(**query, **times)
+            return list(side.store.list_runs(**query, **times))
 
         bounds = [f"created_after=<{after.run_id}>"] if after else []
         bounds += [f"created_before=<{before.run_id}>"] if before else []

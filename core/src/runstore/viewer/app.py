@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -323,7 +323,7 @@ class Viewer:
         tag = params.get("tag") or None
         limit = _int(params, "limit", PAGE_SIZE, 1, 500)
         offset = _int(params, "offset", 0, 0, 10**9)
-        records: list[RunRecord] = await self.store.list_runs(
+        records: Sequence[RunRecord] = await self.store.list_runs(
             status=statuses or None,  # type: ignore[arg-type]  # RunQuery refuses unknown ones
             sut_name=sut,
             tags=[tag] if tag else None,

@@ -11,7 +11,7 @@ import fcntl
 import hashlib
 import os
 import stat
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -234,7 +234,7 @@ class LocalBackend(StateBackend, LogBackend, ArtifactBackend):
         summary: RunSummary | None = self._read_snapshot(run_id, layout.SUMMARY, RunSummary)
         return summary
 
-    async def list_runs(self, query: RunQuery) -> list[RunRecord]:
+    async def list_runs(self, query: RunQuery) -> Sequence[RunRecord]:
         return self._index.query(query)
 
     async def list_run_ids(self, prefix: str = "") -> list[str]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -212,7 +212,7 @@ class SQLiteBackend(StateBackend, LogBackend, ArtifactBackend):
         stored = self._column(run_id, "summary")
         return None if stored is None else RunSummary.model_validate_json(stored)
 
-    async def list_runs(self, query: RunQuery) -> list[RunRecord]:
+    async def list_runs(self, query: RunQuery) -> Sequence[RunRecord]:
         with self._sql() as db:
             rows = db.execute("SELECT record FROM runs").fetchall()
         return query.apply([RunRecord.model_validate_json(row[0]) for row in rows])
