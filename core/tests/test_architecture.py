@@ -42,6 +42,7 @@ LAYERS: dict[str, int] = {
     "transfer": 5,
     "retention": 5,
     "ops": 5,
+    "analysis": 5,  # dataframes and SQL across runs, on the public API
     "testing": 6,
     "cli": 6,
     "viewer": 6,
