@@ -155,7 +155,7 @@ class Recorder:
             return
         try:
             test = self._test(report.nodeid)
-            self._phase(test, report, report.when or "call")
+            self._phase(test, report, report.when)
             if report.when == "teardown":
                 self._close(test)
         except Exception as exc:
