@@ -67,7 +67,7 @@ def phase_outcome(report: pytest.TestReport | pytest.CollectReport) -> Outcome:
 def _skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str | None:
     longrepr = report.longrepr
     if isinstance(longrepr, tuple) and len(longrepr) == 3:
-        return str(longrepr[2])
+        return str(longrepr[2]).removeprefix("Skipped: ")
     return None
 
 
