@@ -15,7 +15,7 @@ import runstore
 pytest.importorskip("pyarrow", reason="the analysis extra (pyarrow, duckdb) is not installed")
 pytest.importorskip("duckdb", reason="the analysis extra (pyarrow, duckdb) is not installed")
 
-from runstore import analysis  # noqa: E402
+from runstore import analysis
 
 if TYPE_CHECKING:
     from conftest import CliStore

@@ -182,6 +182,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "replay": "runstore.cli.integrations:replay",
     "schema": "runstore.cli.integrations:schema",
     "meta": "runstore.cli.labels:meta",
+    "query": "runstore.cli.query:query",
     "tag": "runstore.cli.labels:tag",
 }
 """Commands that live in their own module, imported only when run: ``name -> "module:attr"``.
