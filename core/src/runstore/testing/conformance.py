@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -22,13 +22,30 @@ from runstore.model.errors import (
     InvalidInputError,
     NotFoundError,
 )
+from runstore.model.names import (
+    MAX_ARTIFACT_COMPONENTS,
+    MAX_ARTIFACT_NAME_BYTES,
+    MAX_COMPONENT_BYTES,
+    validate_artifact_name,
+    validate_run_id,
+    validate_stream_name,
+)
 from runstore.registry.plugins import ENTRY_POINT_GROUP, Plugins
 from runstore.spi.backends import Capabilities, RunQuery
+from runstore.testing.processes import (
+    describe_difference,
+    race,
+    snapshot,
+    snapshot_in_a_new_process,
+    url_opener,
+)
 from runstore.testing.stateful import StoreStateMachineConformance, declared_capabilities
 
 __all__ = [
     "ArtifactConformance",
     "LogConformance",
+    "MultiProcessConformance",
+    "PersistenceConformance",
     "StateConformance",
     "StoreConformance",
     "check_registration",
@@ -51,6 +68,56 @@ BAD_ARTIFACT_NAMES = (
     "x" * 256,
 )
 BAD_RUN_IDS = ("", "Run_Upper", "_leading", "a..b", "a/b", "a" * 129, "space id", "ünïcode")
+
+
+def _longest(validate: Callable[[str], object], build: Callable[[int], str]) -> str:
+    """The longest ``build(n)`` that ``validate`` accepts (and ``build(n + 1)`` it refuses)."""
+    n = 1
+    while True:
+        try:
+            validate(build(n + 1))
+        except InvalidInputError:
+            validate(build(n))
+            return build(n)
+        n += 1
+
+
+LONGEST_RUN_ID = _longest(validate_run_id, lambda n: "r" + "0" * (n - 1))
+LONGEST_STREAM = _longest(validate_stream_name, lambda n: "s" + "_" * (n - 1))
+
+
+def _artifact_name(components: int, total_bytes: int) -> str:
+    """A valid name of ``components`` parts and exactly ``total_bytes`` UTF-8 bytes."""
+    budget = total_bytes - (components - 1)  # the slashes
+    sizes = [budget // components + (i < budget % components) for i in range(components)]
+    parts = [
+        f"{i:02d}" + "é" * ((size - 2) // 2) + "x" * ((size - 2) % 2)
+        for i, size in enumerate(sizes)
+    ]
+    name = "/".join(parts)
+    assert len(name.encode()) == total_bytes, name
+    return validate_artifact_name(name)
+
+
+_FULL = (MAX_ARTIFACT_NAME_BYTES + 1) // (MAX_COMPONENT_BYTES + 1)
+LONGEST_ARTIFACT_NAMES = (
+    # as many bytes and components as a name may have
+    _artifact_name(MAX_ARTIFACT_COMPONENTS, MAX_ARTIFACT_NAME_BYTES),
+    # as many components of the longest length as fit in a name
+    _artifact_name(_FULL, _FULL * (MAX_COMPONENT_BYTES + 1) - 1),
+    # one component as long as a component may be (multi-byte characters)
+    _artifact_name(1, MAX_COMPONENT_BYTES),
+)
+
+
+StoreOpener = Callable[[], runstore.Store]
+
+
+def _release(run: runstore.Run) -> None:
+    """Hand the run over without finishing it, where the writer can (``Run.release``)."""
+    release = getattr(run, "release", None)
+    if release is not None:
+        release()
 
 
 class _Kit:
@@ -245,6 +312,40 @@ class StateConformance(_Kit):
                 old.finish()  # would flush what the old writer still buffers
         assert list(store.get_run("run_again").read("steps")) == [{"from": "new"}]
 
+    def test_a_deleted_run_leaves_nothing_behind_for_a_new_run_of_the_same_id(
+        self, store: runstore.Store
+    ) -> None:
+        with store.create_run(run_id="run_reborn", sut_name="old", tags=["old"]) as old:
+            old.append("steps", {"from": "old"})
+            old.append("phase_outputs", {"from": "old"})
+            old.set_phase("load", status="done")
+            old.update_state({"from": "old"})
+            old.put_artifact("inst_001/report.json", b'{"from": "old"}')
+        store.delete_run("run_reborn")
+        fresh = store.create_run(run_id="run_fresh").state  # a run of an id never used
+        new = store.create_run(run_id="run_reborn")
+        view = store.get_run("run_reborn")
+        assert (view.streams(), view.artifacts(), view.summary) == ([], [], None), (
+            "a new run of a deleted run's id shows what the deleted run left behind"
+        )
+        state = view.state
+        assert (state.status, state.revision, state.data, state.phases, view.tags) == (
+            fresh.status,
+            fresh.revision,
+            fresh.data,
+            fresh.phases,
+            [],
+        ), "a new run of a deleted run's id starts from the deleted run's state"
+        with new:
+            ref = new.put_artifact("inst_001/report.json", b'{"from": "new"}')
+            new.append("steps", {"from": "new"})
+        view = store.get_run("run_reborn")
+        assert list(view.read("steps")) == [{"from": "new"}], "stream records of the deleted run"
+        assert view.streams() == ["artifacts", "steps"]
+        assert view.artifacts() == [ref]
+        assert view.read_artifact("inst_001/report.json", verify=True) == b'{"from": "new"}'
+        assert [r.run_id for r in store.list_runs()] == ["run_reborn", "run_fresh"]
+
     # -- the caller's data ---------------------------------------------------------------
 
     def test_caller_state_round_trips_and_patches_merge(self, store: runstore.Store) -> None:
@@ -419,6 +520,30 @@ class LogConformance(_Kit):
         with pytest.raises(ConflictError):
             run.append("steps", {"n": 1})
 
+    def test_resume_then_append_keeps_every_stream_record(self, store: runstore.Store) -> None:
+        """Reopening a stream's writer (``resume_run``) must not cut or repeat a record."""
+        run = store.create_run(run_id="run_resumed")
+        for n in range(3):
+            run.append("steps", {"n": n})
+        run.append(LONGEST_STREAM, {"n": 0})
+        run.flush()
+        _release(run)
+        resumed = store.resume_run("run_resumed")
+        resumed.append("steps", {"n": 3})
+        resumed.append(LONGEST_STREAM, {"n": 1})
+        resumed.finish()
+        view = store.get_run("run_resumed")
+        steps = list(view.read("steps"))
+        assert steps == [{"n": n} for n in range(4)], (
+            f"stream records of 'steps' after resume_run and one more append: read {steps}, "
+            "expected n = 0, 1, 2, 3 (reopening the writer lost or repeated a record)"
+        )
+        assert list(view.read(LONGEST_STREAM)) == [{"n": 0}, {"n": 1}], (
+            f"stream records of the longest stream name ({len(LONGEST_STREAM)} characters)"
+        )
+        assert view.summary is not None
+        assert view.summary.stream_counts == {"steps": 4, LONGEST_STREAM: 2}
+
     def test_streams_lists_written_streams(self, store: runstore.Store) -> None:
         with store.create_run(run_id="run_streams") as run:
             run.append("steps", {"n": 1})
@@ -497,6 +622,24 @@ class ArtifactConformance(_Kit):
             assert info.value.code == "invalid_input"
         assert store.get_run("run_names").artifacts() == []
 
+    @pytest.mark.parametrize(
+        "name",
+        LONGEST_ARTIFACT_NAMES,
+        ids=[f"{len(n.encode())}-bytes-{n.count('/') + 1}-parts" for n in LONGEST_ARTIFACT_NAMES],
+    )
+    def test_the_longest_valid_names_are_stored(self, store: runstore.Store, name: str) -> None:
+        """The longest valid run id with the longest valid artifact names (runstore.model.names)."""
+        with store.create_run(run_id=LONGEST_RUN_ID) as run:
+            ref = run.put_artifact(name, b"longest")
+            assert run.put_artifact(name, b"longest") == ref
+        view = store.get_run(LONGEST_RUN_ID)
+        assert view.artifacts() == [ref]
+        assert view.read_artifact(name, verify=True) == b"longest"
+        assert [r.run_id for r in store.list_runs()] == [LONGEST_RUN_ID]
+        store.delete_run(LONGEST_RUN_ID)
+        with pytest.raises(NotFoundError):
+            store.get_run(LONGEST_RUN_ID)
+
     def test_file_and_directory_of_the_same_name_conflict(self, store: runstore.Store) -> None:
         with store.create_run(run_id="run_clash") as run:
             run.put_artifact("a/b.json", b"1")
@@ -540,13 +683,184 @@ class ArtifactConformance(_Kit):
         assert (bundle.seed, bundle.config) == (42, {"w": 1})
 
 
+def _write_everything(store: runstore.Store, opener: Callable[[], runstore.Store]) -> list[str]:
+    """A finished run using every feature, a deleted one, and (through another store
+    object, closed since) a run left unfinished; their ids."""
+    with store.create_run(
+        run_id="run_everything",
+        sut_name="shop",
+        scenario_ids=["checkout"],
+        seed=7,
+        config={"workers": 2},
+        metadata={"project": "demo"},
+        tags=["nightly"],
+    ) as run:
+        run.append("instances", {"instance_id": "i1", "status": "passed"})
+        run.append("instances", {"instance_id": "i2", "status": "failed"})
+        run.append("steps", {"instance_id": "i1", "step_name": "login"})
+        run.log("info", "done", instance_id="i1")
+        run.log_metric("latency_ms", 12.5, step=1)
+        run.set_phase("translate", status="done", completed=2, total=2)
+        run.set_state({"phase": "translate", "done": 2})
+        run.put_artifact("inst_001/request.json", b"{}", metadata={"lang": "ja"})
+        run.put_artifact("exports/report.md", b"# report", kind="export")
+    store.set_metadata("run_everything", {"reviewed": True})
+    store.set_tags("run_everything", add=["golden"])
+    store.create_run(run_id="run_deleted").append("steps", {"n": 1})
+    store.delete_run("run_deleted", force=True)
+    with opener() as elsewhere:  # closed without finishing the run: it stays unfinished
+        live = elsewhere.create_run(run_id="run_unfinished", sut_name="bank")
+        live.append("steps", {"n": 1})
+        live.update_state({"done": 1})
+    return ["run_everything", "run_unfinished", "run_deleted"]
+
+
+class PersistenceConformance(_Kit):
+    """What ``persistent`` promises: another store object, and another process, sees it all.
+
+    Needs a ``store_opener`` fixture: a picklable callable that opens a *new*
+    store object on the same location as ``store`` each time it is called (it
+    is also called in child processes started with ``spawn``). The default,
+    ``runstore.open(store.url)``, suits a backend installed through its entry
+    point and opened from one URL; override it otherwise (a backend passed
+    with ``plugins=``, concerns routed to several URLs).
+    """
+
+    @pytest.fixture
+    def store_opener(self, store: runstore.Store) -> StoreOpener:
+        return url_opener(store.url)
+
+    def _open(self, opener: StoreOpener, like: runstore.Store | None = None) -> runstore.Store:
+        opened = opener()
+        if like is not None and opened.backend_names != like.backend_names:
+            opened.close()
+            pytest.fail(
+                f"store_opener opened {opened.backend_names}, not the backends of the store "
+                f"under test ({like.backend_names}): provide a store_opener fixture"
+            )
+        return opened
+
+    def test_a_new_store_object_and_a_new_process_see_everything_written(
+        self, store: runstore.Store, store_opener: StoreOpener
+    ) -> None:
+        self.require("persistent", store)
+        with self._open(store_opener, like=store) as writer:
+            run_ids = _write_everything(writer, store_opener)
+            written = snapshot(writer, run_ids)
+        with self._open(store_opener) as reader:
+            again = snapshot(reader, run_ids)
+        lost = describe_difference(written, again)
+        assert not lost, (
+            "persistent is declared, but a new store object on the same location sees "
+            "other data than the one that wrote it (closed since):\n  " + "\n  ".join(lost)
+        )
+        elsewhere = snapshot_in_a_new_process(store_opener, run_ids)
+        lost = describe_difference(written, elsewhere)
+        assert not lost, (
+            "persistent is declared, but another process opening the same location sees "
+            "other data than the process that wrote it:\n  " + "\n  ".join(lost)
+        )
+
+    def test_resume_in_a_new_store_object_then_append_keeps_every_stream_record(
+        self, store: runstore.Store, store_opener: StoreOpener
+    ) -> None:
+        self.require("persistent", store)
+        with self._open(store_opener, like=store) as first:
+            run = first.create_run(run_id="run_handed_over")
+            for n in range(3):
+                run.append("steps", {"n": n})
+            run.put_artifact("first.txt", b"1")
+        with self._open(store_opener) as second:
+            resumed = second.resume_run("run_handed_over")
+            assert resumed.record_counts.get("steps") == 3, (
+                f"stream records counted after resume_run: {resumed.record_counts}"
+            )
+            resumed.append("steps", {"n": 3})
+            resumed.put_artifact("second.txt", b"2")
+            resumed.finish()
+        view = store.get_run("run_handed_over")
+        steps = list(view.read("steps"))
+        assert steps == [{"n": n} for n in range(4)], (
+            f"stream records of 'steps' after a new store object resumed the run and appended "
+            f"one: read {steps}, expected n = 0, 1, 2, 3"
+        )
+        assert [a.name for a in view.artifacts()] == ["first.txt", "second.txt"]
+        assert view.summary is not None
+        assert view.summary.stream_counts == {"steps": 4}
+
+
+RACERS = 4
+"""Processes in the multi-process race."""
+
+
+class MultiProcessConformance(PersistenceConformance):
+    """What ``conditional_create`` and ``compare_and_swap`` promise across processes.
+
+    :data:`RACERS` processes (``spawn``), released together, create the same run
+    id, then runs with generated ids, then change one run's metadata: exactly
+    one creates the run, no generated id is handed out twice, no update is lost.
+    Uses ``store_opener`` like :class:`PersistenceConformance`.
+    """
+
+    def test_processes_racing_on_one_store_create_each_run_once_and_lose_no_update(
+        self, store: runstore.Store, store_opener: StoreOpener
+    ) -> None:
+        self.require("persistent", store)  # the processes share the store through storage
+        self.require("conditional_create", store)
+        self.require("compare_and_swap", store)
+        with self._open(store_opener, like=store) as setup, setup.create_run(run_id="run_shared"):
+            pass
+        generated, relabels = 2, 3
+        outcomes = race(
+            store_opener,
+            processes=RACERS,
+            run_id="run_contested",
+            generated=generated,
+            shared_run="run_shared",
+            relabels=relabels,
+        )
+        errors = [f"process {o['index']}: {e}" for o in outcomes for e in o["errors"]]
+        assert not errors, "racing processes failed:\n  " + "\n  ".join(errors)
+        winners = [o["index"] for o in outcomes if o.get("create") == "created"]
+        assert len(winners) == 1, (
+            f"conditional_create is declared, but {len(winners)} of {RACERS} processes "
+            f"creating run 'run_contested' at once were told they created it "
+            f"(processes {winners}; the others got AlreadyExistsError)"
+        )
+        ids = [run_id for o in outcomes for run_id in o["generated"]]
+        twice = sorted({run_id for run_id in ids if ids.count(run_id) > 1})
+        assert not twice, (
+            f"conditional_create is declared, but racing processes were handed the same "
+            f"generated run ids: {twice}"
+        )
+        listed = {r.run_id for r in store.list_runs()}
+        assert set(ids) | {"run_contested", "run_shared"} <= listed
+        metadata = store.get_run("run_shared").metadata
+        lost = [
+            f"process_{index}_update_{number}"
+            for index in range(RACERS)
+            for number in range(relabels)
+            if f"process_{index}_update_{number}" not in metadata
+        ]
+        assert not lost, (
+            f"compare_and_swap is declared, but {len(lost)} of {RACERS * relabels} metadata "
+            f"updates made by racing processes are lost: {lost}"
+        )
+
+
 class StoreConformance(
-    StateConformance, LogConformance, ArtifactConformance, StoreStateMachineConformance
+    StateConformance,
+    LogConformance,
+    ArtifactConformance,
+    MultiProcessConformance,
+    StoreStateMachineConformance,
 ):
     """Everything a backend serving all three concerns must do.
 
     Includes the state machine (:class:`StoreStateMachineConformance`), which
-    needs a ``store_factory`` fixture besides ``store``.
+    needs a ``store_factory`` fixture besides ``store``, and the checks of
+    what ``persistent``, ``conditional_create`` and ``compare_and_swap``
+    promise (:class:`MultiProcessConformance`), which use ``store_opener``.
     """
 
 
