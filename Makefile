@@ -4,8 +4,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 REQS   := requirements-dev.txt core/pyproject.toml $(wildcard plugins/*/pyproject.toml)
+S3RVER := .s3rver/node_modules/.bin/s3rver
 
-.PHONY: all test lint typecheck format fmt pytest demo bench docs clean browser
+.PHONY: all test lint typecheck format fmt pytest demo bench docs clean browser s3rver
 
 all: test
 
@@ -42,8 +43,14 @@ typecheck: $(STAMP)
 	  echo "mypy $$dir"; $(BIN)/mypy $$dir $$ex; fi; \
 	done
 
-pytest: $(STAMP) browser
+pytest: $(STAMP) browser $(S3RVER)
 	$(BIN)/pytest
+
+## make s3rver: the s3rver S3 emulator (npm) into .s3rver/, which the fsspec plugin's tests
+## start (it ignores conditional writes, which runstore must notice); needs node and npm
+s3rver: $(S3RVER)
+$(S3RVER):
+	npm install --prefix .s3rver --no-audit --no-fund --loglevel=error s3rver@3.7.1
 
 ## make browser: Debian's Chromium, which tests/test_cli_view.py drives through Playwright
 ## (idempotent; Playwright's own browser download does not work here and is never used)

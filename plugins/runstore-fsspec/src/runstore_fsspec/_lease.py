@@ -10,12 +10,22 @@ refused with :class:`~runstore.model.errors.UnsupportedError` naming the holder.
 A lease left by a process that died on the same host is taken over; one left
 by a dead process on another host has to be deleted by hand (the message
 says which file). Reading never needs the lease.
+
+:class:`ListingLease` is the same lease for an S3 endpoint that ignores
+conditional writes, where a create-only ``writer.json`` would not exclude
+anyone. It needs only what such a service still does right, a PUT of a key
+nobody else writes and a listing that shows every finished PUT: each process
+writes its own claim ``.runstore/writers/<token>.json``, then lists
+``.runstore/writers/``, and holds the lease only if its claim is the only one
+there; otherwise it deletes its claim and backs off. Of two processes, the one
+that lists last sees the other's claim, so at most one holds the lease.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import random
 import socket
 import threading
 import uuid
@@ -29,9 +39,11 @@ from runstore.spi.layout import BOOKKEEPING_DIR
 from runstore_fsspec._errors import PreconditionFailed
 from runstore_fsspec._objects import ObjectStore
 
-__all__ = ["LEASE_KEY", "WriterLease"]
+__all__ = ["CLAIMS_DIR", "LEASE_KEY", "ListingLease", "WriterLease"]
 
 LEASE_KEY: Final = f"{BOOKKEEPING_DIR}/writer.json"
+CLAIMS_DIR: Final = f"{BOOKKEEPING_DIR}/writers"
+_CLAIM_ATTEMPTS: Final = 8
 _TOKEN: Final = uuid.uuid4().hex
 _HOST: Final = socket.gethostname()
 
@@ -124,14 +136,25 @@ class WriterLease:
             details={"lease": self.objects.describe(LEASE_KEY)},
         )
 
-    def _refusal(self, holder: dict[str, Any]) -> UnsupportedError:
-        where = self.objects.describe(LEASE_KEY)
+    def _refusal(self, holder: dict[str, Any], key: str = LEASE_KEY) -> UnsupportedError:
+        where = self.objects.describe(key)
         return UnsupportedError(
             f"{self.objects.url} is being written by another process "
             f"(host {holder.get('host')!r}, pid {holder.get('pid')}, since {holder.get('since')}); "
-            "this filesystem has no conditional writes, so runstore-fsspec lets one process "
+            "this store has no working conditional writes, so runstore-fsspec lets one process "
             f"write at a time. Wait for it to close its store; if it died, delete {where}",
             details={"lease": where, "holder": holder},
+        )
+
+    def _body(self, **extra: object) -> bytes:
+        return orjson.dumps(
+            {
+                "host": _HOST,
+                "pid": os.getpid(),
+                "token": _TOKEN,
+                "since": utcnow().isoformat(),
+                **extra,
+            }
         )
 
     async def release(self) -> None:
@@ -145,6 +168,67 @@ class WriterLease:
                 _holders[self.objects.url] = remaining
                 return
             _holders.pop(self.objects.url, None)
+        await self._drop()
+
+    async def _drop(self) -> None:
         holder = await self._read()
         if holder is not None and holder.get("token") == _TOKEN:
             await self.objects.delete([LEASE_KEY])
+
+
+class ListingLease(WriterLease):
+    """The writer lease from claims and a listing (see the module docstring)."""
+
+    @property
+    def claim_key(self) -> str:
+        return f"{CLAIMS_DIR}/{_TOKEN}.json"
+
+    async def _claims(self) -> dict[str, dict[str, Any] | None]:
+        """Every claim but ours: its key and what it says (``None``: gone or unreadable)."""
+        _, files = await self.objects.listdir(CLAIMS_DIR)
+        others: dict[str, dict[str, Any] | None] = {}
+        for info in files:
+            if info.key == self.claim_key:
+                continue
+            try:
+                data, _ = await self.objects.get(info.key)
+                holder = orjson.loads(data)
+                others[info.key] = holder if isinstance(holder, dict) else {}
+            except NotFoundError:
+                others[info.key] = None
+            except orjson.JSONDecodeError:
+                others[info.key] = {}
+        return others
+
+    async def _claim(self) -> None:
+        for attempt in range(_CLAIM_ATTEMPTS):
+            await self.objects.put(self.claim_key, self._body())
+            others = await self._claims()
+            if not others:
+                # alone: nobody else can hold it now; mark ours held so newcomers give up at once
+                await self.objects.put(self.claim_key, self._body(held=True))
+                return
+            await self.objects.delete([self.claim_key])
+            holders: list[tuple[str, dict[str, Any]]] = []
+            for key, holder in others.items():
+                if holder is None:
+                    continue
+                if self._stale(holder):
+                    await self.objects.delete([key])
+                    continue
+                holders.append((key, holder))
+            held = [(key, holder) for key, holder in holders if holder.get("held")]
+            if held:
+                raise self._refusal(held[0][1], held[0][0])
+            if holders and attempt == _CLAIM_ATTEMPTS - 1:
+                raise self._refusal(holders[0][1], holders[0][0])
+            # other newcomers, each backing off as this one does: try again a little later
+            await asyncio.sleep(random.uniform(0.02, 0.1) * (attempt + 1))  # noqa: S311
+        raise UnsupportedError(
+            f"could not take the writer lease under {self.objects.describe(CLAIMS_DIR)}: "
+            "it keeps changing hands",
+            details={"lease": self.objects.describe(CLAIMS_DIR)},
+        )
+
+    async def _drop(self) -> None:
+        await self.objects.delete([self.claim_key])

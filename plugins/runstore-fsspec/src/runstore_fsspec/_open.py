@@ -14,6 +14,7 @@ from typing import Any, Final
 
 from runstore.registry.config import PROVIDERS
 from runstore.spi import BackendNotFoundError, InvalidInputError, Target
+from runstore_fsspec._conditional import DEFAULT_PROBE_INTERVAL, ConditionalWrites
 from runstore_fsspec._files import FsspecObjects
 from runstore_fsspec._objects import ObjectStore
 from runstore_fsspec._s3 import S3Objects
@@ -37,6 +38,9 @@ _S3_CLIENT_OPTIONS: Final = {
     "read_timeout": float,
     "region": str,
 }
+# How far runstore trusts the endpoint's conditional writes (runstore_fsspec._conditional).
+_S3_TRUST_OPTIONS: Final = {"require": str, "probe_interval": float}
+_REQUIREMENTS: Final = ("multi_writer",)
 
 
 def _take(options: dict[str, Any], spec: Mapping[str, Callable[[Any], Any]]) -> dict[str, Any]:
@@ -99,14 +103,33 @@ def _accepted_options(cls: type[Any]) -> set[str]:
     return names - {"asynchronous", "loop"}
 
 
+def _conditional_writes(objects: S3Objects, options: dict[str, Any]) -> ConditionalWrites:
+    trust = _take(options, _S3_TRUST_OPTIONS)
+    require = trust.get("require", "")
+    if require and require not in _REQUIREMENTS:
+        raise InvalidInputError(
+            f"option require={require!r} is not known; valid: {', '.join(_REQUIREMENTS)}",
+            details={"option": "require", "value": require},
+        )
+    interval = trust.get("probe_interval", DEFAULT_PROBE_INTERVAL)
+    if not interval >= 0:  # also NaN
+        raise InvalidInputError(
+            f"option probe_interval={interval!r} must be a number of seconds >= 0",
+            details={"option": "probe_interval", "value": repr(interval)},
+        )
+    return ConditionalWrites(
+        objects, interval=interval, require_multi_writer=require == "multi_writer"
+    )
+
+
 def _s3_objects(cls: type[Any], target: Target, options: dict[str, Any], **kw: int) -> S3Objects:
     client = _take(options, _S3_CLIENT_OPTIONS)
     allowed = (_accepted_options(cls) | {"profile"}) - {"skip_instance_cache"}
-    unknown = sorted(set(options) - allowed)
+    unknown = sorted(set(options) - allowed - set(_S3_TRUST_OPTIONS))
     if unknown:
+        valid = allowed | set(_S3_CLIENT_OPTIONS) | set(_S3_TRUST_OPTIONS) | set(_POLICY_OPTIONS)
         raise InvalidInputError(
-            f"unknown S3 option(s) {', '.join(unknown)}; valid: "
-            f"{', '.join(sorted(allowed | set(_S3_CLIENT_OPTIONS) | set(_POLICY_OPTIONS)))}",
+            f"unknown S3 option(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}",
             details={"options": unknown},
         )
     bucket = target.path.strip("/").split("/", 1)[0]
@@ -127,8 +150,17 @@ def _s3_objects(cls: type[Any], target: Target, options: dict[str, Any], **kw: i
             **(options.get("client_kwargs") or {}),
             "region_name": client["region"],
         }
+    endpoint = options.get("endpoint_url") or (options.get("client_kwargs") or {}).get(
+        "endpoint_url"
+    )
     fs = cls(asynchronous=True, skip_instance_cache=True, config_kwargs=config, **options)
-    return S3Objects(fs, target.path, part_size=kw["part_size"], concurrency=kw["concurrency"])
+    return S3Objects(
+        fs,
+        target.path,
+        part_size=kw["part_size"],
+        concurrency=kw["concurrency"],
+        endpoint=str(endpoint) if endpoint else None,
+    )
 
 
 def open_backend(target: Target) -> FsspecBackend:
@@ -147,8 +179,11 @@ def open_backend(target: Target) -> FsspecBackend:
     part_size = tuning.get("part_size", 8 << 20)
     concurrency = tuning.get("upload_concurrency", 4)
     objects: ObjectStore
+    conditional: ConditionalWrites | None = None
     if getattr(cls, "protocol", None) in ("s3", ("s3", "s3a")) or cls.__name__ == "S3FileSystem":
+        trust = {name: options.pop(name) for name in _S3_TRUST_OPTIONS if name in options}
         objects = _s3_objects(cls, target, options, part_size=part_size, concurrency=concurrency)
+        conditional = _conditional_writes(objects, trust)
     else:
         accepted = _accepted_options(cls)
         unknown = sorted(set(options) - accepted)
@@ -166,5 +201,8 @@ def open_backend(target: Target) -> FsspecBackend:
             ) from exc
         objects = FsspecObjects(fs, target.url, fs._strip_protocol(target.url))
     return FsspecBackend(
-        objects, policy=policy, index_compact_after=tuning.get("index_compact_after", 64)
+        objects,
+        policy=policy,
+        index_compact_after=tuning.get("index_compact_after", 64),
+        conditional=conditional,
     )

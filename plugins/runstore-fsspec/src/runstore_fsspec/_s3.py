@@ -1,20 +1,44 @@
-"""S3 through the aiobotocore client that s3fs builds: conditional writes, ETags, multipart."""
+"""S3 through the aiobotocore client that s3fs builds: conditional writes, ETags, multipart.
+
+Conditional writes (``If-None-Match: *``, ``If-Match: <etag>``) are sent as
+headers and trusted only once :mod:`runstore_fsspec._conditional` has probed
+the endpoint. On an endpoint that ignores them (:meth:`S3Objects.emulate_conditions`)
+every create-only or If-Match write checks the key first and writes it under
+a lock of this process: exact within the process, and the backend's writer
+lease keeps every other process from writing.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import itertools
+import threading
+import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from typing import Any, Final
 
-from runstore.model.errors import NotFoundError, StorageIOError
+from runstore.model.errors import NotFoundError, RunstoreError, StorageIOError
+from runstore.spi.layout import BOOKKEEPING_DIR
 from runstore_fsspec._errors import PreconditionFailed, translate, translating
 from runstore_fsspec._objects import READ_CHUNK, MetadataFn, ObjectInfo, ObjectStore
 
-__all__ = ["S3Objects"]
+__all__ = ["AWS_ENDPOINT", "PROBE_DIR", "S3Objects"]
 
 _DELETE_BATCH: Final = 1000
+
+AWS_ENDPOINT: Final = "https://s3.amazonaws.com"
+"""What :attr:`S3Objects.endpoint` says when no ``endpoint_url`` was given."""
+
+PROBE_DIR: Final = f"{BOOKKEEPING_DIR}/probe"
+"""Where :meth:`S3Objects.probe_conditional_writes` writes (and removes) its sentinel."""
+
+# Emulated conditional writes: one lock per key stripe, shared by every store of the process.
+_STRIPES: Final = tuple(threading.Lock() for _ in range(64))
+# S3 error codes of a server that refuses the conditional headers themselves.
+_REJECTED_CODES: Final = frozenset(
+    {"NotImplemented", "InvalidArgument", "InvalidRequest", "400", "501"}
+)
 
 
 # -- S3 ---------------------------------------------------------------------------
@@ -24,18 +48,103 @@ class S3Objects(ObjectStore):
     """S3 (and S3-compatible services) through s3fs's aiobotocore client."""
 
     conditional_writes = True
+    """Until :meth:`emulate_conditions`: the service's conditional writes are trusted."""
 
     def __init__(
-        self, fs: Any, root: str, *, part_size: int = 8 << 20, concurrency: int = 4
+        self,
+        fs: Any,
+        root: str,
+        *,
+        part_size: int = 8 << 20,
+        concurrency: int = 4,
+        endpoint: str | None = None,
     ) -> None:
         bucket, _, prefix = root.strip("/").partition("/")
         self._fs = fs
+        self.endpoint = (endpoint or AWS_ENDPOINT).rstrip("/")
         self.bucket = bucket
         self._base = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
         self.url = f"s3://{bucket}/{self._base}"
         self.part_size = max(part_size, 5 << 20)
         self.concurrency = max(concurrency, 1)
         self._client: Any = None
+        self._send_conditions = True
+
+    def emulate_conditions(self, *, send_headers: bool) -> None:
+        """Stop trusting the service's conditional writes: check, then write, under a lock.
+
+        ``send_headers``: still send the headers (a service that ignores them
+        does no harm with them, and honours them once it is upgraded).
+        """
+        self.conditional_writes = False
+        self._send_conditions = send_headers
+
+    @contextlib.asynccontextmanager
+    async def _exclusive(self, key: str) -> AsyncIterator[None]:
+        """Hold this process's lock of ``key`` (a thread waits for it, not the event loop)."""
+        lock = _STRIPES[hash((self.endpoint, self.bucket, self._key(key))) % len(_STRIPES)]
+        if not lock.acquire(blocking=False):
+            waiting = asyncio.ensure_future(asyncio.to_thread(lock.acquire))
+            try:
+                await asyncio.shield(waiting)
+            except asyncio.CancelledError:
+                waiting.add_done_callback(lambda _: lock.release())
+                raise
+        try:
+            yield
+        finally:
+            lock.release()
+
+    async def _check(self, key: str, create_only: bool, if_match: str | None) -> None:
+        """Raise :class:`PreconditionFailed` as the service would have, had it checked."""
+        info = await self.head(key)
+        if create_only and info is not None:
+            raise PreconditionFailed(key)
+        if if_match is not None and (info is None or info.etag != if_match):
+            raise PreconditionFailed(key)
+
+    async def probe_conditional_writes(self) -> str | None:
+        """Whether the service honours conditional writes: ``None`` if it does, else why not.
+
+        Writes a sentinel ``.runstore/probe/<uuid>`` with ``If-None-Match: *``,
+        again (must be refused), with a stale ``If-Match`` (must be refused)
+        and with the current ``If-Match`` (must apply), then removes it.
+        Raises what a failed request raises (an unreachable service has no verdict).
+        """
+        key = f"{PROBE_DIR}/{uuid.uuid4().hex}"
+        where = self.describe(key)
+        try:
+            try:
+                tag = await self._put(key, b"1", {"IfNoneMatch": "*"}, None)
+            except PreconditionFailed:
+                return f"a create-only PUT of the new key {where} was refused (412)"
+            try:
+                await self._put(key, b"2", {"IfNoneMatch": "*"}, None)
+            except PreconditionFailed:
+                pass
+            else:
+                return "If-None-Match: * was ignored: a second create-only PUT replaced the object"
+            stale = '"00000000000000000000000000000000"'
+            try:
+                await self._put(key, b"3", {"IfMatch": stale}, None)
+            except PreconditionFailed:
+                pass
+            else:
+                return "If-Match was ignored: a PUT with a stale ETag replaced the object"
+            if tag is not None:
+                try:
+                    await self._put(key, b"4", {"IfMatch": tag}, None)
+                except PreconditionFailed:
+                    return "If-Match with the object's current ETag was refused (412)"
+            return None
+        except RunstoreError as exc:
+            code = str(exc.details.get("s3_code", ""))
+            if code in _REJECTED_CODES:
+                return f"the service refuses conditional headers ({code}: {exc.message})"
+            raise
+        finally:
+            with contextlib.suppress(Exception):
+                await self.delete([key])
 
     async def _s3(self) -> Any:
         if self._client is None:
@@ -68,9 +177,10 @@ class S3Objects(ObjectStore):
             key, int(resp["ContentLength"]), resp.get("ETag"), dict(resp.get("Metadata") or {})
         )
 
-    @staticmethod
-    def _conditions(create_only: bool, if_match: str | None) -> dict[str, str]:
+    def _conditions(self, create_only: bool, if_match: str | None) -> dict[str, str]:
         conditions: dict[str, str] = {}
+        if not self._send_conditions:
+            return conditions
         if create_only:
             conditions["IfNoneMatch"] = "*"
         if if_match is not None:
@@ -86,8 +196,18 @@ class S3Objects(ObjectStore):
         if_match: str | None = None,
         metadata: dict[str, str] | None = None,
     ) -> str | None:
+        conditions = self._conditions(create_only, if_match)
+        if self.conditional_writes or not (create_only or if_match is not None):
+            return await self._put(key, data, conditions, metadata)
+        async with self._exclusive(key):
+            await self._check(key, create_only, if_match)
+            return await self._put(key, data, conditions, metadata)
+
+    async def _put(
+        self, key: str, data: bytes, conditions: dict[str, str], metadata: dict[str, str] | None
+    ) -> str | None:
         s3 = await self._s3()
-        extra: dict[str, Any] = self._conditions(create_only, if_match)
+        extra: dict[str, Any] = dict(conditions)
         if metadata:
             extra["Metadata"] = metadata
         with translating("PUT", self.describe(key)):
@@ -258,15 +378,11 @@ class S3Objects(ObjectStore):
                 for task in done:
                     task.result()
             parts = [{"PartNumber": n, "ETag": etags[n]} for n in sorted(etags)]
-            with translating("COMPLETE-MULTIPART-UPLOAD", where):
-                resp = await s3.complete_multipart_upload(
-                    Bucket=self.bucket,
-                    Key=self._key(key),
-                    UploadId=upload_id,
-                    MultipartUpload={"Parts": parts},
-                    **self._conditions(create_only, if_match),
-                )
-            return resp.get("ETag")  # type: ignore[no-any-return]
+            if self.conditional_writes or not (create_only or if_match is not None):
+                return await self._complete(key, upload_id, parts, create_only, if_match)
+            async with self._exclusive(key):
+                await self._check(key, create_only, if_match)
+                return await self._complete(key, upload_id, parts, create_only, if_match)
         except BaseException:
             for task in pending:
                 task.cancel()
@@ -276,6 +392,25 @@ class S3Objects(ObjectStore):
                     Bucket=self.bucket, Key=self._key(key), UploadId=upload_id
                 )
             raise
+
+    async def _complete(
+        self,
+        key: str,
+        upload_id: str,
+        parts: list[dict[str, Any]],
+        create_only: bool,
+        if_match: str | None,
+    ) -> str | None:
+        s3 = await self._s3()
+        with translating("COMPLETE-MULTIPART-UPLOAD", self.describe(key)):
+            resp = await s3.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=self._key(key),
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+                **self._conditions(create_only, if_match),
+            )
+        return resp.get("ETag")  # type: ignore[no-any-return]
 
     async def aclose(self) -> None:
         client, self._client = self._client, None

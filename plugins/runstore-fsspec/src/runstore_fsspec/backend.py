@@ -42,6 +42,16 @@ Concurrency
     ``conditional_create=False``/``compare_and_swap=False`` for the others,
     so callers that need several writing processes refuse it.
 
+    S3 endpoints are not trusted blindly: before the first write the backend
+    checks that the endpoint refuses a second ``If-None-Match: *`` PUT and a
+    stale ``If-Match`` PUT with ``412`` (:mod:`runstore_fsspec._conditional`).
+    One that does not (``s3rver``, older MinIO, some Ceph gateways) is served
+    like a filesystem without conditional writes: capabilities off, each
+    conditional write checked inside the process, and one writing process at
+    a time under a writer lease built from claims and a listing
+    (:class:`~runstore_fsspec._lease.ListingLease`); with
+    ``require=multi_writer`` the backend refuses to write instead.
+
 Run index
     One small object per run, ``.runstore/records/<run_id>.json``
     (``{"revision": n, "record": {...}}``), written with the state. ``list_runs``
@@ -71,10 +81,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Sequence
 from typing import Any, Final, TypeVar
 
 import orjson
@@ -116,8 +127,9 @@ from runstore.spi.layout import (
     stream_path,
     summary_path,
 )
+from runstore_fsspec._conditional import ConditionalWrites, Verdict
 from runstore_fsspec._errors import PreconditionFailed
-from runstore_fsspec._lease import WriterLease
+from runstore_fsspec._lease import ListingLease, WriterLease
 from runstore_fsspec._objects import ObjectInfo, ObjectStore
 from runstore_fsspec._streams import BatchPolicy, SegmentWriter
 
@@ -154,14 +166,15 @@ class FsspecBackend(StateBackend, LogBackend, ArtifactBackend):
         *,
         policy: BatchPolicy | None = None,
         index_compact_after: int = 64,
+        conditional: ConditionalWrites | None = None,
     ) -> None:
         self.objects = objects
         self.policy = policy or BatchPolicy()
         self.index_compact_after = max(index_compact_after, 1)
-        conditional = objects.conditional_writes
+        atomic = objects.conditional_writes
         self.capabilities = Capabilities(
-            conditional_create=conditional,
-            compare_and_swap=conditional,
+            conditional_create=atomic,
+            compare_and_swap=atomic,
             native_append=False,
             consistent_listing=True,
             persistent=objects.persistent,
@@ -171,7 +184,14 @@ class FsspecBackend(StateBackend, LogBackend, ArtifactBackend):
         self._index_cache: dict[str, tuple[str, RunRecord]] = {}
         self._artifact_dirs: dict[str, set[str]] = {}
         self._writers: weakref.WeakSet[SegmentWriter] = weakref.WeakSet()
-        self._lease = WriterLease(objects) if not conditional and objects.persistent else None
+        self._lease: WriterLease | None = (
+            WriterLease(objects) if not atomic and objects.persistent else None
+        )
+        self._conditional = conditional
+        self._refused: RunstoreError | None = None
+        self._single_writer = False
+        if conditional is not None and conditional.verdict is not None:
+            self._apply(conditional.verdict)  # this process knows the endpoint already
 
     def __repr__(self) -> str:
         return f"<FsspecBackend {self.objects.url!r}>"
@@ -179,9 +199,44 @@ class FsspecBackend(StateBackend, LogBackend, ArtifactBackend):
     # -- helpers --------------------------------------------------------------
 
     async def _writable(self) -> None:
-        """Without conditional writes, only the process holding the writer lease writes."""
+        """Without conditional writes, only the process holding the writer lease writes.
+
+        On S3 the endpoint's conditional writes are checked first (once per store).
+        """
+        if self._conditional is not None:
+            self._apply(await self._conditional.check())
+        if self._refused is not None:
+            raise self._refused
         if self._lease is not None:
             await self._lease.acquire()
+
+    def _apply(self, verdict: Verdict) -> None:
+        """Serve the store as the endpoint's verdict allows (idempotent)."""
+        guard = self._conditional
+        if guard is None or verdict.honoured or self._refused is not None or self._single_writer:
+            return
+        if guard.require_multi_writer:
+            self._refused = guard.refusal(verdict)
+            return
+        guard.objects.emulate_conditions(send_headers=not verdict.headers_rejected)
+        self._single_writer = True
+        self.capabilities = dataclasses.replace(
+            self.capabilities, conditional_create=False, compare_and_swap=False
+        )
+        self._lease = ListingLease(self.objects)
+        guard.announce(verdict)
+
+    async def check_conditional_writes(self) -> Verdict | None:
+        """The verdict on the endpoint's conditional writes (S3 only; ``None`` elsewhere).
+
+        Probes the endpoint unless this process or the store prefix already
+        holds a fresh verdict, and serves the store accordingly from then on.
+        """
+        if self._conditional is None:
+            return None
+        verdict = await self._conditional.check()
+        self._apply(verdict)
+        return verdict
 
     async def _holds(self, key: str, data: bytes) -> bool:
         """Whether ``key`` stores exactly ``data`` (our own retried write landed)."""
@@ -443,7 +498,7 @@ class FsspecBackend(StateBackend, LogBackend, ArtifactBackend):
             await self._save_snapshot({r: e for r, e in cache.items() if r in listed})
         return list(records.values())
 
-    async def list_runs(self, query: RunQuery) -> list[RunRecord]:
+    async def list_runs(self, query: RunQuery) -> Sequence[RunRecord]:
         return query.apply(await self._index_records())
 
     async def rebuild_index(self) -> int:

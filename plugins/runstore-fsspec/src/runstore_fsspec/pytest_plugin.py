@@ -23,18 +23,38 @@ fixture is used).
     a time: concurrent conditional writes of one key are atomic there, as on
     S3 (moto's threaded server does not make them so). For tests of
     concurrent writers.
+``s3rver_server`` (session)
+    A second S3 implementation, :class:`~runstore_fsspec.testing.S3rver`
+    (the ``s3rver`` emulator from npm, which ignores conditional writes),
+    started with node on a free port of 127.0.0.1. It is looked for in
+    ``$RUNSTORE_S3RVER``, in ``.s3rver/`` of the test root or a folder above
+    it (``make s3rver`` installs it there) and on PATH; the tests that use
+    it are skipped when it is missing.
+``s3rver``
+    The same server with a new, empty bucket (``s3rver.bucket``) for the
+    test. ``runstore.open(s3rver.url("runs"))`` reaches it (the URL carries
+    the key pair s3rver accepts).
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from runstore_fsspec.testing import DUMMY_CREDENTIALS, MOTO_REQUIREMENT, S3Server
+from runstore_fsspec.testing import (
+    DUMMY_CREDENTIALS,
+    MOTO_REQUIREMENT,
+    S3RVER_ENV,
+    S3RVER_REQUIREMENT,
+    S3rver,
+    S3Server,
+    find_s3rver,
+)
 
-__all__ = ["s3", "s3_server", "serial_s3"]
+__all__ = ["s3", "s3_server", "s3rver", "s3rver_server", "serial_s3"]
 
 
 @pytest.fixture(scope="session")
@@ -66,3 +86,26 @@ def serial_s3(s3: S3Server) -> Iterator[S3Server]:
     """A second endpoint on ``s3``'s data (reset) that answers one request at a time."""
     with S3Server(host=s3.host, bucket=s3.bucket, mode="serial") as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def s3rver_server(request: pytest.FixtureRequest) -> Iterator[S3rver]:
+    """The s3rver emulator (npm) for the session, on a free port of 127.0.0.1."""
+    executable = find_s3rver(request.config.rootpath, Path.cwd())
+    if executable is None:
+        pytest.skip(
+            f"s3rver is not installed: run `make s3rver` (npm install --prefix .s3rver "
+            f"{S3RVER_REQUIREMENT}) or name the executable in ${S3RVER_ENV}"
+        )
+    with S3rver(executable) as server:
+        yield server
+
+
+@pytest.fixture
+def s3rver(s3rver_server: S3rver) -> S3rver:
+    """The session's s3rver, running, with a new empty bucket (``s3rver.bucket``)."""
+    if not s3rver_server.running:
+        s3rver_server.stop()
+        s3rver_server.start()
+    s3rver_server.new_bucket()
+    return s3rver_server

@@ -25,24 +25,46 @@ a region to s3fs.
   interpreter (no GIL shared with the client: benchmarks) and its own data,
   lost when it stops.
 
-The pytest fixtures built on it (``s3_server``, ``s3``, ``serial_s3``) are in
-:mod:`runstore_fsspec.pytest_plugin`.
+:class:`S3rver` is a second S3 implementation, the ``s3rver`` emulator from
+npm, run with node in a child process. It speaks S3 well enough for
+runstore but ignores ``If-None-Match`` and ``If-Match``, as older MinIO and
+some Ceph gateways do: the endpoint runstore has to detect and serve safely.
+
+The pytest fixtures built on them (``s3_server``, ``s3``, ``serial_s3``,
+``s3rver_server``, ``s3rver``) are in :mod:`runstore_fsspec.pytest_plugin`.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
+import queue
+import re
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from pathlib import Path
+from typing import IO, Any, Final, Literal, Protocol
 
-__all__ = ["DUMMY_CREDENTIALS", "MOTO_REQUIREMENT", "Mode", "S3Server"]
+__all__ = [
+    "DUMMY_CREDENTIALS",
+    "MOTO_REQUIREMENT",
+    "S3RVER_CREDENTIALS",
+    "S3RVER_ENV",
+    "S3RVER_REQUIREMENT",
+    "Mode",
+    "S3Server",
+    "S3rver",
+    "find_s3rver",
+]
 
 MOTO_REQUIREMENT = "moto[server]"
 """What the server needs installed."""
@@ -56,6 +78,13 @@ DUMMY_CREDENTIALS = {
 """Environment for talking to the local server (no region goes to s3fs itself)."""
 
 Mode = Literal["threaded", "serial", "process"]
+
+S3RVER_REQUIREMENT: Final = "s3rver@3.7.1"
+"""The npm package :class:`S3rver` runs (``make s3rver`` installs it into ``.s3rver/``)."""
+S3RVER_ENV: Final = "RUNSTORE_S3RVER"
+"""Environment variable naming the ``s3rver`` executable, if it is not found otherwise."""
+S3RVER_CREDENTIALS: Final = {"key": "S3RVER", "secret": "S3RVER"}
+"""The only key pair s3rver accepts (store options; :meth:`S3rver.url` adds them)."""
 
 
 @dataclass
@@ -243,3 +272,152 @@ def _wait_until_listening(host: str, port: int, alive: Callable[[], bool], timeo
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
+
+
+# -- s3rver (npm) -------------------------------------------------------------------------
+
+_LISTENING = re.compile(rb"listening on (\S+):(\d+)")
+_buckets = itertools.count()
+
+
+def find_s3rver(*roots: Path) -> Path | None:
+    """The ``s3rver`` executable: ``$RUNSTORE_S3RVER``, ``.s3rver/`` in or above ``roots``, PATH."""
+    named = os.environ.get(S3RVER_ENV)
+    if named:
+        return Path(named)
+    for root in roots:
+        for folder in (root, *root.parents):
+            candidate = folder / ".s3rver" / "node_modules" / ".bin" / "s3rver"
+            if candidate.is_file():
+                return candidate
+    found = shutil.which("s3rver")
+    return Path(found) if found else None
+
+
+@dataclass
+class S3rver:
+    """The ``s3rver`` S3 emulator (npm) in a child process on ``host``, on a free port.
+
+    Its data lives in a temporary folder, removed by :meth:`stop`. It does
+    not enforce conditional writes. Every bucket it serves is made with
+    :meth:`new_bucket`; :meth:`url` carries the key pair it accepts.
+    """
+
+    executable: Path
+    host: str = "127.0.0.1"
+    bucket: str = "runstore-test"
+    timeout: float = 30.0
+    port: int = 0
+    _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    _directory: Path | None = field(default=None, init=False, repr=False)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def url(self, prefix: str, **options: object) -> str:
+        """A store URL for ``prefix`` in :attr:`bucket` on this endpoint, with ``options``."""
+        merged = {"endpoint_url": self.endpoint, **S3RVER_CREDENTIALS, **options}
+        return f"s3://{self.bucket}/{prefix}?" + "&".join(f"{k}={v}" for k, v in merged.items())
+
+    def start(self) -> None:
+        """Start node on a free port (s3rver picks it and prints it); a no-op when running."""
+        if self._process is not None:
+            return
+        self._directory = Path(tempfile.mkdtemp(prefix="s3rver-"))
+        # s3rver's continuation tokens use DES, which OpenSSL 3 keeps in its legacy provider
+        env = dict(os.environ, NODE_OPTIONS="--openssl-legacy-provider")
+        command = [str(self.executable), "-d", str(self._directory)]
+        command += ["-a", self.host, "-p", str(self.port), "-s"]
+        self._process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env
+        )
+        try:
+            assert self._process.stdout is not None
+            self.port = _announced_port(self._process.stdout, self.timeout)
+            _wait_until_listening(self.host, self.port, lambda: self.running, self.timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop node and remove its data; a no-op when stopped."""
+        process, self._process = self._process, None
+        if process is not None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            if process.stdout is not None:
+                process.stdout.close()
+        if self._directory is not None:
+            shutil.rmtree(self._directory, ignore_errors=True)
+            self._directory = None
+
+    def __enter__(self) -> S3rver:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def client(self) -> Any:
+        """A plain botocore S3 client, for looking at the buckets from outside runstore."""
+        import botocore.session
+
+        return botocore.session.get_session().create_client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=S3RVER_CREDENTIALS["key"],
+            aws_secret_access_key=S3RVER_CREDENTIALS["secret"],
+        )
+
+    def new_bucket(self) -> str:
+        """Create an empty bucket with a name not used before, and make it :attr:`bucket`."""
+        self.bucket = f"runstore-test-{next(_buckets)}"
+        self.client().create_bucket(Bucket=self.bucket)
+        return self.bucket
+
+    def keys(self, prefix: str = "") -> list[str]:
+        """Every key of :attr:`bucket` under ``prefix``, sorted."""
+        client = self.client()
+        found: list[str] = []
+        for page in client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=prefix
+        ):
+            found.extend(item["Key"] for item in page.get("Contents", ()))
+        return sorted(found)
+
+
+def _announced_port(stdout: IO[bytes], timeout: float) -> int:
+    """The port in s3rver's ``S3rver listening on HOST:PORT`` line."""
+    lines: queue.Queue[bytes] = queue.Queue()
+
+    def pump() -> None:
+        for line in stdout:
+            lines.put(line)
+        lines.put(b"")
+
+    threading.Thread(target=pump, daemon=True).start()
+    deadline = time.monotonic() + timeout
+    seen: list[bytes] = []
+    while True:
+        try:
+            line = lines.get(timeout=max(deadline - time.monotonic(), 0.01))
+        except queue.Empty:
+            raise RuntimeError(
+                f"s3rver did not say where it listens within {timeout}s: {b''.join(seen)!r}"
+            ) from None
+        if not line:
+            raise RuntimeError(f"s3rver stopped before it listened: {b''.join(seen)!r}")
+        seen.append(line)
+        match = _LISTENING.search(line)
+        if match:
+            return int(match.group(2))
