@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 REQS   := requirements-dev.txt core/pyproject.toml $(wildcard plugins/*/pyproject.toml)
 S3RVER := .s3rver/node_modules/.bin/s3rver
 
-.PHONY: all test lint typecheck format fmt pytest demo bench docs clean browser s3rver
+.PHONY: all test lint typecheck format fmt pytest demo bench docs clean browser postgres s3rver
 
 all: test
 
@@ -43,7 +43,7 @@ typecheck: $(STAMP)
 	  echo "mypy $$dir"; $(BIN)/mypy $$dir $$ex; fi; \
 	done
 
-pytest: $(STAMP) browser $(S3RVER)
+pytest: $(STAMP) browser postgres $(S3RVER)
 	$(BIN)/pytest
 
 ## make s3rver: the s3rver S3 emulator (npm) into .s3rver/, which the fsspec plugin's tests
@@ -60,6 +60,15 @@ browser:
 	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 	  echo "make browser: could not install $(CHROMIUM); the viewer's browser tests will skip"
+
+## make postgres: PostgreSQL server binaries (initdb, pg_ctl) for runstore-postgres's tests,
+## which start a throwaway server (idempotent; Debian's postgresql package when root)
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } || \
+	  echo "make postgres: could not install the PostgreSQL server; runstore-postgres's tests will skip"
 
 ## make docs: build the documentation site into site/, strictly (a warning is an error)
 docs: $(STAMP)

@@ -138,3 +138,14 @@ def peers(session: nox.Session) -> None:
     """runstore against MLflow's file store and Sacred's FileStorageObserver, side by side."""
     session.install("-e", "./core", "-e", "./plugins/runstore-local", *PEERS)
     session.run("python", "benchmarks/peers.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def postgres(session: nox.Session) -> None:
+    """runstore-postgres against a real PostgreSQL server its fixtures start (initdb and
+    pg_ctl on a temp directory, 127.0.0.1); ``make postgres`` installs the server binaries.
+    More state-machine examples: ``RUNSTORE_CONFORMANCE_EXAMPLES=500 nox -s postgres``."""
+    session.install(
+        "-e", "./core[testing]", "-e", "./plugins/runstore-postgres[testing]", *TEST_DEPS
+    )
+    session.run("pytest", "plugins/runstore-postgres", *session.posargs)

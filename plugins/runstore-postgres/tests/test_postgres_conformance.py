@@ -23,16 +23,6 @@ class TestPostgresBackend(StoreConformance):
         return lambda: runstore.open(postgres_server.url(schema=postgres_server.fresh_schema()))
 
 
-class TestPostgresBatchDurability(StoreConformance):
-    """The same behaviours with group commit (``batch``): reads see what was appended
-    once the kit flushes or finishes, as with object stores."""
-
-    @pytest.fixture
-    def store(self, postgres_url: str) -> Iterator[runstore.Store]:
-        with runstore.open(postgres_url, durability="batch") as store:
-            yield store
-
-
 def test_entry_point_registers_postgres_backend() -> None:
     spec = check_registration("runstore-postgres", "postgres")
     assert spec.schemes == ("postgresql", "postgres")

@@ -17,6 +17,7 @@ from typing import Final
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import TupleRow
 
 from runstore.model.errors import UnsupportedError
 
@@ -52,7 +53,7 @@ MIGRATIONS: Final = _load()
 LATEST: Final = MIGRATIONS[-1].version
 
 
-async def schema_version(conn: psycopg.AsyncConnection[object], schema: str) -> int:
+async def schema_version(conn: psycopg.AsyncConnection[TupleRow], schema: str) -> int:
     """The version of ``schema`` (0 when it holds no runstore tables)."""
     cur = await conn.execute("SELECT to_regclass(%s)", (f'"{schema}".{VERSION_TABLE}',))
     row = await cur.fetchone()
@@ -61,7 +62,7 @@ async def schema_version(conn: psycopg.AsyncConnection[object], schema: str) -> 
     table = sql.Identifier(schema, VERSION_TABLE)
     cur = await conn.execute(sql.SQL("SELECT max(version) FROM {}").format(table))
     row = await cur.fetchone()
-    return int(row[0]) if row and row[0] is not None else 0  # type: ignore[call-overload]
+    return int(row[0]) if row and row[0] is not None else 0
 
 
 def _refuse(schema: str, found: int) -> UnsupportedError:
@@ -74,7 +75,7 @@ def _refuse(schema: str, found: int) -> UnsupportedError:
 
 
 async def migrate(
-    conn: psycopg.AsyncConnection[object], schema: str, migrations: tuple[Migration, ...] = ()
+    conn: psycopg.AsyncConnection[TupleRow], schema: str, migrations: tuple[Migration, ...] = ()
 ) -> int:
     """Bring ``schema`` up to the latest version; return the versions applied.
 

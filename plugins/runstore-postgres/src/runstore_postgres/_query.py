@@ -200,7 +200,7 @@ class Compiler:
         value = f"(runs.metrics -> {self.bind(key)})"
         tests = [f"{value}::numeric {op} {self.bind(v, '::numeric')}" for v in numbers]
         typed = f"jsonb_typeof({value}) = 'number'"
-        return f"coalesce({typed} AND ({' OR '.join(tests)}), false)"
+        return f"coalesce(CASE WHEN {typed} THEN ({' OR '.join(tests)}) END, false)"
 
     def _on_metadata(self, key: str, op: str, values: Sequence[q.Value]) -> str:
         if op == "=":  # containment: the GIN index on metadata finds the runs
@@ -225,7 +225,10 @@ class Compiler:
                 )
             elif kind == "n" and op != "LIKE":
                 bound = self.bind(value, "::numeric")
-                tests.append(f"(jsonb_typeof(e) = 'number' AND e::numeric {op} {bound})")
+                # CASE, not AND: SQL does not promise to test the type before the cast.
+                tests.append(
+                    f"CASE WHEN jsonb_typeof(e) = 'number' THEN e::numeric {op} {bound} END"
+                )
         if not tests:
             return "false"
         value_sql = f"(runs.metadata -> {self.bind(key)})"

@@ -18,7 +18,7 @@ import asyncio
 import hashlib
 import math
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -229,8 +229,8 @@ class PostgresBackend(StateBackend, LogBackend, ArtifactBackend):
         if self._opening is None:
             self._opening = asyncio.Lock()
         async with self._opening:
-            if self._pool is not None:
-                return self._pool
+            if self._pool is not None:  # opened by another task meanwhile
+                return self._pool  # type: ignore[unreachable]
             with translating(f"cannot open the PostgreSQL store {self._where}"):
                 conn = await psycopg.AsyncConnection.connect(
                     self._conninfo, autocommit=True, connect_timeout=int(self._timeout)
@@ -379,7 +379,7 @@ class PostgresBackend(StateBackend, LogBackend, ArtifactBackend):
         summary: RunSummary = self._parse(data, RunSummary, run_id, "summary")
         return summary
 
-    async def list_runs(self, query: RunQuery) -> list[RunRecord]:
+    async def list_runs(self, query: RunQuery) -> Sequence[RunRecord]:
         async with self._conn("cannot list runs") as conn:
             cur = await conn.execute("SELECT EXISTS (SELECT 1 FROM runs WHERE inexact)")
             row = await cur.fetchone()
@@ -409,16 +409,16 @@ class PostgresBackend(StateBackend, LogBackend, ArtifactBackend):
             page.next_page_token = encode_page_token(page[-1], query.order_by, query.fingerprint)
         return page
 
-    async def explain(self, query: RunQuery) -> list[str]:
-        """PostgreSQL's plan of the statement that answers ``query`` (one line a step)."""
+    async def explain(self, query: RunQuery, *, without_scans: bool = False) -> list[str]:
+        """PostgreSQL's plan of the statement that answers ``query`` (one line a step);
+        ``without_scans`` shows the plan the indexes allow (``enable_seqscan`` off)."""
         plan = _plan(query, pushdown=not _query.has_ilike(query.where))
         if plan is None:
             return []
-        async with self._conn("cannot explain a query") as conn:
-            cur = await conn.execute(
-                sql.SQL("EXPLAIN ") + sql.SQL(plan[0]),  # type: ignore[arg-type]
-                plan[1],
-            )
+        async with self._conn("cannot explain a query") as conn, conn.transaction():
+            if without_scans:
+                await conn.execute("SET LOCAL enable_seqscan = off")
+            cur = await conn.execute(("EXPLAIN " + plan[0]).encode(), plan[1])
             return [str(row[0]) for row in await cur.fetchall()]
 
     async def list_run_ids(self, prefix: str = "") -> list[str]:
