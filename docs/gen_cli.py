@@ -29,26 +29,59 @@ commands' docstrings or the script's introduction, then run `python docs/gen_cli
 tests/test_cli_docs.py fails when this page is stale. -->
 
 `runstore` looks at runs from a terminal or a script. Every command works on
-any backend: the store is `--store URL` (before the command), else
-`$RUNSTORE_URL`, else `./runs`.
+any backend.
 
 ```bash
 runstore demo                                  # simulate a run into ./runs
 runstore ls --status failed                    # list failed runs
-runstore show run_20240115_001                 # everything about one run
-runstore --store s3://bucket/runs view         # browse the runs in a web page
+runstore show latest                           # everything about the newest run
+runstore view --store s3://bucket/runs         # browse the runs in a web page
 ```
 
 ## Conventions
 
+- **The store** is `-s URL` / `--store URL`, else `$RUNSTORE_URL`, else
+  `./runs`. `--store`, `--json` and `-v`/`--verbose` work before or after
+  the command's name with the same meaning: `runstore --store X ls` and
+  `runstore ls --store X` are one command (giving two different stores is a
+  usage error). A path, `file:///abs/path`, `s3://bucket/prefix?endpoint_url=...`
+  and `memory://name` are all store URLs ([config strings](config.md)).
+- **Only `demo` creates a store** (and `cp` its destination). Every other
+  command needs the store to exist: a mistyped path is an error naming the
+  near folders (`no store at ./runz ...; did you mean runs?`), and a run's own
+  folder given as the store names the store it belongs to.
+- **Run references**: wherever a command takes `RUN`, it takes
+
+  | reference | the run |
+  |---|---|
+  | `run_20240115_001` | that run (an exact id always wins) |
+  | `latest` | the newest run (by creation time) |
+  | `latest~N` | the run N before the newest (`latest~1`: the one before) |
+  | `latest:STATUS` | the newest run with that status (`latest:failed`) |
+  | `latest:STATUS~N` | the run N before that one |
+  | `run_20240115_00` | the one run whose id starts with it (a unique prefix) |
+
+  An unknown id is an error naming the closest ids (`did you mean
+  run_20240115_001?`); a prefix several runs share lists them.
+
 - **Exit status** 0: success (for `verify` and `diff`: no problem, no
   difference); 1: runstore reported an error (one line on stderr), `verify`
   found a problem or `diff` a difference; 2: a usage error (unknown option,
-  malformed value, missing argument); 130: interrupted with Ctrl-C
-  (`tail -f`, `view`).
+  malformed value, missing argument); 130: interrupted with Ctrl-C, at any
+  point, with one line on stderr (`runstore: interrupted`) and nothing else.
+
 - **`--json`**: every command that reports something prints one JSON document
   instead of tables (`tail` prints JSON Lines, `view` one line with its URL);
   an error becomes `{"error": {"code", "message", "details"}}` on stdout.
+- **`--verbose`**: an error also prints its code, details and the chain of
+  causes (the storage library's own exception, say).
+- **Install hints** name the published package (`pip install 'runstore[view]'`)
+  and, when runstore runs from a source checkout, the editable form with the
+  checkout's real path (`pip install -e '/src/runstore/core[view]'`). Missing
+  S3 credentials are `permission_denied` naming `AWS_ACCESS_KEY_ID`,
+  `AWS_SECRET_ACCESS_KEY`, `AWS_PROFILE` and the URL options `?profile=`,
+  `?key=...&secret=...`, `?anon=true`.
+
 - **Progress**: long work (`demo`, `verify` of many runs) shows a progress bar
   on stderr when stderr is a terminal.
 

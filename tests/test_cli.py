@@ -104,6 +104,8 @@ def root(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def invoke(root: Path) -> Invoke:
+    """``runstore --store ROOT ...`` on an empty store (read commands need one to exist)."""
+    runstore.open(str(root)).close()
     return _invoker(root)
 
 
@@ -370,7 +372,8 @@ def test_ls_says_when_more_runs_may_follow(catalogue: Invoke, root: Path) -> Non
     assert f"runstore --store {root} ls --offset 2" in result.stdout
 
 
-def test_ls_on_an_empty_store_suggests_the_demo(invoke: Invoke) -> None:
+def test_ls_on_an_empty_store_suggests_the_demo(invoke: Invoke, root: Path) -> None:
+    runstore.open(str(root)).close()  # a store that holds no run yet
     result = invoke("ls")
     assert result.exit_code == 0, result.output
     assert "demo" in result.stdout
@@ -593,7 +596,7 @@ def test_every_command_has_help_with_an_example(command: str) -> None:
 def test_a_lazy_command_is_imported_only_when_run(
     monkeypatch: pytest.MonkeyPatch, on_demo: Invoke
 ) -> None:
-    monkeypatch.setitem(cli_module.LAZY_COMMANDS, "inspect", "runstore.cli.app:show")
+    monkeypatch.setitem(cli_module.LAZY_COMMANDS, "inspect", "runstore.cli.runs:show")
     assert "inspect" in CliRunner().invoke(cli, ["--help"]).stdout
     assert _json(on_demo("inspect", DEMO_RUN, "--json"))["run_id"] == DEMO_RUN
 
@@ -681,6 +684,7 @@ class TestConsoleScript:
         assert done.stdout == (demo_root / DEMO_RUN / "artifacts" / name).read_bytes()
 
     def test_errors_exit_1_without_a_traceback(self, tmp_path: Path) -> None:
+        runstore.open(str(tmp_path / "runs")).close()
         done = _run("--store", str(tmp_path / "runs"), "show", "run_nope", cwd=tmp_path)
         assert done.returncode == 1
         assert done.stdout == b""
@@ -752,7 +756,7 @@ class TestConsoleScript:
                     tail.wait()
             run.finish()
         assert tail.returncode == 130
-        assert err == b""
+        assert err == b"runstore: interrupted\n"
 
     def test_python_dash_m_runstore_is_the_same_cli(self, tmp_path: Path, demo_root: Path) -> None:
         done = subprocess.run(

@@ -195,6 +195,7 @@ def test_bad_input_is_refused_in_one_message_and_changes_nothing(
 
 @pytest.mark.parametrize("args", [["meta", "owner=qa"], ["tag", "+x"]], ids=["meta", "tag"])
 def test_an_unknown_run_exits_1(local_store: CliStore, args: list[str]) -> None:
+    runstore.open(local_store.url).close()
     result = local_store.invoke(args[0], "run_nope", *args[1:])
     _clean_failure(result, 1)
     assert "run 'run_nope' not found" in result.stderr
@@ -345,6 +346,7 @@ def test_ls_pages_through_a_filtered_listing_with_the_printed_token(
 
 
 def test_ls_with_a_malformed_filter_names_the_position(cli_store: CliStore) -> None:
+    runstore.open(cli_store.url).close()
     result = cli_store.invoke("ls", "--where", "metadata.x = ")
     _clean_failure(result, 1)
     assert "position 14" in result.stderr

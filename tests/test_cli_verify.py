@@ -98,14 +98,13 @@ def test_only_the_named_runs_are_verified(local_store: CliStore, small_runs: Run
     assert [r["run_id"] for r in report["runs"]] == ["run_a"]
 
 
-def test_a_named_run_that_does_not_exist_is_a_problem(
+def test_a_named_run_that_does_not_exist_is_not_found_with_the_closest_ids(
     local_store: CliStore, small_runs: Runs
 ) -> None:
     small_runs(local_store, "run_a")
-    report = _report(local_store.invoke("verify", "run_a", "run_nope", "--json"), 1)
-    assert _problems(report, "run_a") == []
-    (problem,) = _problems(report, "run_nope")
-    assert "not found" in problem
+    error = _report(local_store.invoke("verify", "run_a", "run_nope", "--json"), 1)["error"]
+    assert error["code"] == "not_found"
+    assert error["details"]["suggestions"] == ["run_a"]
 
 
 def test_a_live_run_verifies_while_it_is_written(cli_store: CliStore) -> None:
@@ -120,6 +119,7 @@ def test_a_live_run_verifies_while_it_is_written(cli_store: CliStore) -> None:
 
 
 def test_an_empty_store_has_nothing_to_verify(local_store: CliStore) -> None:
+    runstore.open(local_store.url).close()
     result = local_store.invoke("verify")
     assert result.exit_code == 0, result.output
     assert "no runs to verify" in result.stdout

@@ -3,9 +3,16 @@
 =====================  ==============================================================
 module                 what it holds
 =====================  ==============================================================
-:mod:`~.app`           the group, the per-invocation context and the core commands
-:mod:`~.maintenance`   ``verify``, ``diff``, ``gc``, ``recover``, ``cp``
+:mod:`~.app`           the group, :data:`~.app.LAZY_COMMANDS`, errors and Ctrl-C
+:mod:`~.context`       the per-invocation context, the global options, output helpers
+:mod:`~.refs`          run references: ``latest``, ``latest~N``, prefixes, "did you mean"
+:mod:`~.hints`         install hints, the must-exist check of a store, S3 credentials
+:mod:`~.runs`          ``ls``, ``show``, ``tail``, ``cat``
+:mod:`~.maintenance`   ``verify``, ``diff``, ``recover``
+:mod:`~.storage`       ``gc``, ``cp``
+:mod:`~.labels`        ``meta``, ``tag``
 :mod:`~.integrations`  ``schema``, ``replay``
+:mod:`~.backends`      ``backends``
 :mod:`~.view`          ``view`` (the web viewer's command)
 :mod:`~.demo`          the simulated run behind ``runstore demo``
 :mod:`~.render`        rich tables and panels (no click)
@@ -18,13 +25,73 @@ Importing this package imports nothing heavy: the viewer imports
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
+import sys
+import warnings
 from collections.abc import Sequence
+from types import FrameType
+from typing import NoReturn
 
 __all__ = ["main"]
 
+_INTERRUPTED = 130
+
+
+def _quiet_interrupted_asyncio() -> None:
+    """After Ctrl-C, what asyncio says about work cut short is noise to the user.
+
+    A coroutine created but not yet scheduled when the interrupt landed
+    ("was never awaited"), or a task pending when the loop stopped ("Task
+    was destroyed"), is expected then; it is not at any other time, so
+    this is installed only once the user interrupted.
+    """
+    warnings.filterwarnings("ignore", message=r"coroutine .* was never awaited")
+    logging.getLogger("asyncio").disabled = True
+
+
+def _on_interrupt(signum: int, frame: FrameType | None) -> None:
+    _quiet_interrupted_asyncio()
+    raise KeyboardInterrupt
+
+
+def _exit_interrupted(*, say: bool) -> NoReturn:
+    """Exit 130 now, skipping the interpreter's teardown (where the noise would come from)."""
+    _quiet_interrupted_asyncio()
+    try:
+        if say:
+            sys.stderr.write("runstore: interrupted\n")
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):  # a closed or broken pipe: nothing more to say
+        pass
+    os._exit(_INTERRUPTED)
+
+
+def _on_interrupt_at_exit(signum: int, frame: FrameType | None) -> None:
+    _exit_interrupted(say=True)
+
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Console-script entry point (``runstore``) and ``python -m runstore``."""
-    from runstore.cli.app import main as run
+    """Console-script entry point (``runstore``) and ``python -m runstore``.
 
-    run(argv)
+    Ctrl-C at any point after ``import runstore`` exits 130 with one line on
+    stderr and nothing else: during the imports, the command and the exit.
+    """
+    in_main_thread = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    if in_main_thread:
+        signal.signal(signal.SIGINT, _on_interrupt)
+    try:
+        from runstore.cli.app import main as run
+
+        run(argv)
+    except KeyboardInterrupt:
+        _exit_interrupted(say=True)
+    except SystemExit as exc:
+        if exc.code == _INTERRUPTED:
+            _exit_interrupted(say=False)
+        raise
+    finally:
+        if in_main_thread:  # Ctrl-C while the interpreter shuts down
+            signal.signal(signal.SIGINT, _on_interrupt_at_exit)

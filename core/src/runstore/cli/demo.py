@@ -398,6 +398,7 @@ def demo(cli_ctx: CliContext, seed: int, instances: int, run_id: str | None) -> 
       runstore demo --seed 7 --instances 500 --run-id run_seed7
       runstore --store /tmp/runs demo --json
     """
+    cli_ctx.creates_store = True
     store = cli_ctx.store
     progress = Progress(
         TextColumn("[bold]simulating[/] {task.fields[sut]}"),

@@ -129,7 +129,7 @@ def replay(cli_ctx: CliContext, run_id: str, instance_id: str, out: Path, force:
       runstore replay run_20240115_001 inst_007 --out replay/inst_007
       runstore replay run_20240115_001 inst_007 -o /tmp/inst_007 --force --json
     """
-    bundle = cli_ctx.store.get_run(run_id).instance(instance_id)
+    bundle = cli_ctx.get_run(run_id).instance(instance_id)
     path = bundle.export(out, overwrite=force)
     size = sum(ref.size for ref in bundle.artifacts)
     if cli_ctx.json:

@@ -151,6 +151,7 @@ def meta(cli_ctx: CliContext, run_id: str, pairs: tuple[tuple[str, Any], ...]) -
       runstore meta run_20240115_001 'langs=["ja","fr"]' note='rerun after fix'
       runstore meta run_20240115_001 reviewed=true --json | jq .metadata
     """
+    run_id = cli_ctx.resolve(run_id)
     record = cli_ctx.store.set_metadata(run_id, dict(pairs)) if pairs else _record(cli_ctx, run_id)
     lines = [f"{key}={fmt_label_value(value)}" for key, value in record.metadata.items()]
     _report(cli_ctx, record, lines, f"run {run_id} has no metadata")
@@ -176,6 +177,7 @@ def tag(cli_ctx: CliContext, run_id: str, changes: tuple[tuple[str, str], ...]) 
       runstore tag run_20240115_001 nightly release-2.3
       runstore ls --tag flaky --json | jq -r '.[].run_id' | xargs -I{} runstore tag {} -flaky
     """
+    run_id = cli_ctx.resolve(run_id)
     if changes:
         add = [name for sign, name in changes if sign == "+"]
         remove = [name for sign, name in changes if sign == "-"]

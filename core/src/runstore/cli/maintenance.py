@@ -23,6 +23,9 @@ from rich.text import Text
 from runstore.aio import AsyncStore
 from runstore.aio import open as open_async
 from runstore.cli.app import EXIT_FAILURE, CliContext, emit_json, json_option, pass_cli
+from runstore.cli.damage import DamageReport
+from runstore.cli.hints import require_store
+from runstore.cli.refs import resolve_run
 from runstore.model.errors import InvalidInputError
 from runstore.model.run import RunStatus
 from runstore.ops.maintenance import (
@@ -93,6 +96,7 @@ class AgeParam(_AgeParam):
 def verify(cli_ctx: CliContext, run_ids: tuple[str, ...]) -> None:
     """Check runs: re-hash every artifact, parse every stream, check snapshots.
 
+    RUN is a run id, latest, latest~N, latest:STATUS or a unique prefix.
     With no RUN, checks every run in the store. Each artifact's bytes must
     match the sha256 and size recorded when it was stored, every line of
     every stream must parse, and a finished run's summary must agree with
@@ -107,7 +111,9 @@ def verify(cli_ctx: CliContext, run_ids: tuple[str, ...]) -> None:
       runstore verify run_20240115_001 run_20240115_002
       runstore verify --json | jq '.runs[] | select(.ok | not)'
     """
-    if not run_ids:
+    if run_ids:
+        run_ids = tuple(cli_ctx.resolve(ref) for ref in run_ids)
+    else:
         run_ids = tuple(r.run_id for r in cli_ctx.store.list_runs())
     results: list[tuple[str, list[Problem]]] = []
     with progress_bar(cli_ctx, "verifying") as progress:
@@ -130,7 +136,7 @@ def verify(cli_ctx: CliContext, run_ids: tuple[str, ...]) -> None:
                         "run_id": run_id,
                         "ok": not problems,
                         "problems": [
-                            {"where": p.where, "message": p.message, "line": p.line}
+                            {"where": p.where, "message": p.message, "line": p.line, "code": p.code}
                             for p in problems
                         ],
                     }
@@ -214,6 +220,7 @@ def _second_store(cli_ctx: CliContext, url: str | None) -> Iterator[AsyncStore]:
     if url is None:
         yield cli_ctx.store.aio
         return
+    require_store(url)
 
     async def opened() -> AsyncStore:
         return open_async(url)
@@ -254,11 +261,14 @@ def diff(cli_ctx: CliContext, run_a: str, run_b: str, store_b: str | None, limit
     \b
     Examples:
       runstore diff run_20240115_001 run_20240115_002
+      runstore diff latest~1 latest
       runstore --store ./runs diff run_a run_b --store-b s3://bucket/runs
       runstore diff run_a run_b --json | jq '.differences[].where'
     """
     with _second_store(cli_ctx, store_b) as other:
-        left = cli_ctx.store.get_run(run_a).aio
+        left = cli_ctx.get_run(run_a).aio
+        run_a = left.run_id
+        run_b = call_async(cli_ctx, resolve_run(other, run_b))
         right = call_async(cli_ctx, other.get_run(run_b))
         differences = call_async(cli_ctx, diff_runs(left, right, limit=limit))
     truncated = len(differences) >= limit
@@ -342,13 +352,15 @@ def recover(
       runstore recover --stale-after 30m
       runstore recover run_20240115_001 --json
     """
+    damaged = DamageReport(cli_ctx)
     results = call_async(
         cli_ctx,
         recover_runs(
             cli_ctx.store.aio,
             stale_after=stale_after,
-            run_ids=run_ids or None,
+            run_ids=[cli_ctx.resolve(ref) for ref in run_ids] or None,
             dry_run=dry_run,
+            on_damage=damaged,
         ),
     )
     if cli_ctx.json:
@@ -364,13 +376,17 @@ def recover(
                     }
                     for r in results
                 ],
+                "damaged": damaged.to_json(),
             }
         )
+        damaged.finish()
         return
     if not results:
         cli_ctx.out.print("no live runs: nothing to recover", markup=False)
+        damaged.finish()
         return
     cli_ctx.out.print(_recovery_table(results))
     crashed = sum(r.action == "marked_crashed" for r in results)
     verb = "would mark" if dry_run else "marked"
     cli_ctx.out.print(f"{verb} {crashed} runs crashed", style="bold", markup=False)
+    damaged.finish()

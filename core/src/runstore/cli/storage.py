@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from runstore.cli.app import CliContext, emit_json, json_option, pass_cli
+from runstore.cli.damage import DamageReport
 from runstore.cli.format import fmt_bytes
 from runstore.cli.maintenance import RUN_STATUSES, AgeParam, call_async, progress_bar
 from runstore.ops.retention import (
@@ -188,15 +189,14 @@ def gc(
         keep_tags=keep_tags,
     )
     store = cli_ctx.store.aio
+    damaged = DamageReport(cli_ctx)
     candidates: list[Candidate] = []
     if policy.selects_anything:
-        candidates = call_async(cli_ctx, collect_garbage(store, policy, dry_run=dry_run))
+        collect = collect_garbage(store, policy, dry_run=dry_run, on_damage=damaged)
+        candidates = call_async(cli_ctx, collect)
     gone = {c.run_id for c in candidates}
-    expired = [
-        e
-        for e in call_async(cli_ctx, expire_streams(store, policy, dry_run=dry_run, skip=gone))
-        if e.run_id not in gone
-    ]
+    expire = expire_streams(store, policy, dry_run=dry_run, skip=gone, on_damage=damaged)
+    expired = [e for e in call_async(cli_ctx, expire) if e.run_id not in gone]
     freed = sum(c.bytes for c in candidates) + sum(e.bytes for e in expired)
     if cli_ctx.json:
         emit_json(
@@ -211,8 +211,10 @@ def gc(
                     for e in expired
                 ],
                 "bytes": freed,
+                "damaged": damaged.to_json(),
             }
         )
+        damaged.finish()
         return
     out = cli_ctx.out
     if not policy.selects_anything:
@@ -224,6 +226,7 @@ def gc(
         )
     if not candidates and not expired:
         out.print("nothing to delete", markup=False)
+        damaged.finish()
         return
     out.print(_gc_table(candidates, expired))
     verb = "would delete" if dry_run else "deleted"
@@ -231,6 +234,7 @@ def gc(
     out.print(f"{verb} {what}, {fmt_bytes(freed)}", style="bold", markup=False)
     if dry_run:
         out.print("(dry run: nothing was deleted)", style="dim", markup=False)
+    damaged.finish()
 
 
 # -- cp -----------------------------------------------------------------------------
@@ -273,7 +277,9 @@ def cp(cli_ctx: CliContext, destination: str, run_ids: tuple[str, ...]) -> None:
                     current=f"{step.run_id} {what} ({fmt_bytes(step.bytes_copied)})",
                 )
 
-            report = copy_runs(source, target, run_ids or None, progress=tell)
+            wanted = [cli_ctx.resolve(ref) for ref in run_ids] or None
+            damaged = DamageReport(cli_ctx)
+            report = copy_runs(source, target, wanted, progress=tell, on_damage=damaged)
     finally:
         target.close()
     if cli_ctx.json:
@@ -285,8 +291,10 @@ def cp(cli_ctx: CliContext, destination: str, run_ids: tuple[str, ...]) -> None:
                 "skipped": report.skipped,
                 "live": report.live,
                 "bytes": report.bytes_copied,
+                "damaged": damaged.to_json(),
             }
         )
+        damaged.finish()
         return
     out = cli_ctx.out
     for run_id in report.copied:
@@ -303,3 +311,4 @@ def cp(cli_ctx: CliContext, destination: str, run_ids: tuple[str, ...]) -> None:
         style="bold",
         markup=False,
     )
+    damaged.finish()

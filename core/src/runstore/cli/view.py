@@ -21,6 +21,7 @@ import click
 
 from runstore.aio import open as open_async
 from runstore.cli.app import CliContext, emit_json_line, json_option, pass_cli
+from runstore.cli.hints import install_hint, require_store
 from runstore.cli.maintenance import AgeParam
 from runstore.model.errors import UnsupportedError
 
@@ -33,12 +34,20 @@ _REQUIRED: Final = (("starlette", "starlette"), ("uvicorn", "uvicorn"), ("jinja2
 
 
 def _require_web_stack() -> None:
-    missing = [dist for module, dist in _REQUIRED if importlib.util.find_spec(module) is None]
+    missing = [dist for module, dist in _REQUIRED if _missing(module)]
     if missing:
+        hint = install_hint("runstore[view]")
         raise UnsupportedError(
-            f"runstore view needs {', '.join(missing)}: pip install 'runstore[view]'",
-            details={"missing": missing, "install": "pip install 'runstore[view]'"},
+            f"runstore view needs {', '.join(missing)}: {hint}",
+            details={"missing": missing, "install": hint},
         )
+
+
+def _missing(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is None
+    except ValueError:  # sys.modules[module] is None: imports of it are blocked
+        return True
 
 
 def _check_store(url: str) -> None:
@@ -69,12 +78,6 @@ def _listen(port: int) -> socket.socket:
 
 @click.command()
 @click.option(
-    "--store",
-    "store_url",
-    metavar="URL",
-    help="Store to show (default: the global --store, $RUNSTORE_URL or ./runs).",
-)
-@click.option(
     "--port",
     type=click.IntRange(min=0, max=65535),
     default=0,
@@ -93,7 +96,6 @@ def _listen(port: int) -> socket.socket:
 @pass_cli
 def view(
     cli_ctx: CliContext,
-    store_url: str | None,
     port: int,
     no_browser: bool,
     stale_after: timedelta,
@@ -105,7 +107,8 @@ def view(
     instances, the log stream and every stream's records; for one instance
     its steps, assertions and artifacts (request/response JSON
     pretty-printed). Nothing in the page changes the store. Served on
-    127.0.0.1 only; needs the view extra: pip install 'runstore[view]'.
+    127.0.0.1 only; needs the view extra: pip install 'runstore[view]' (or,
+    from a checkout of runstore: pip install -e 'core[view]').
 
     \b
     Examples:
@@ -118,7 +121,8 @@ def view(
 
     from runstore.viewer.app import create_app
 
-    url_of_store = store_url or cli_ctx.store_url
+    url_of_store = cli_ctx.store_url
+    require_store(url_of_store)
     _check_store(url_of_store)
     sock = _listen(port)
     url = f"http://{HOST}:{sock.getsockname()[1]}/"

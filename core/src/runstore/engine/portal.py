@@ -113,6 +113,31 @@ class Portal:
             self._loop = self._thread = None
         if loop is None or thread is None:
             return
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join()
-        loop.close()
+        try:
+            asyncio.run_coroutine_threadsafe(_settle(), loop).result()
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join()
+            loop.close()
+
+
+async def _settle() -> None:
+    """Finish what is left on the loop before it stops, as ``asyncio.run`` does.
+
+    An async generator dropped half-way (a ``diff`` that stopped at its limit)
+    is closed by a task the loop schedules; stopping the loop under it prints
+    "Task was destroyed but it is pending!". Those closing tasks finish; any
+    other task left behind is cancelled.
+    """
+    await asyncio.sleep(0)  # the closing tasks scheduled from other threads start
+    current = asyncio.current_task()
+    pending = [task for task in asyncio.all_tasks() if task is not current]
+    for task in pending:
+        if type(task.get_coro()).__name__ != "async_generator_athrow":
+            task.cancel()
+    if pending:
+        await asyncio.wait(pending, timeout=5)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+    await asyncio.get_running_loop().shutdown_asyncgens()
