@@ -19,9 +19,10 @@ order they were appended.
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Final
 
@@ -29,9 +30,10 @@ import orjson
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.compute as pc  # type: ignore[import-untyped]
 
+from runstore.aio import AsyncStore
 from runstore.analysis.flatten import Columns, flatten, lines_table, records_table
 from runstore.model.errors import CorruptError, InvalidInputError, NotFoundError
-from runstore.model.records import ReadErrors, read_errors
+from runstore.model.records import LineDecoder, ReadErrors, read_errors
 from runstore.model.run import ArtifactRef, RunRecord
 from runstore.reading import readable_artifacts
 from runstore.spi.layout import METRICS_STREAM
@@ -66,6 +68,7 @@ TABLES: Final = ("runs", "instances", "steps", "assertions", "logs", "metrics", 
 """The tables this module builds, by name (the views of :func:`runstore.analysis.sql`)."""
 
 _PAGE: Final = 500
+_AHEAD: Final = 2
 _STRING: Final = pa.string()
 _TIME: Final = pa.timestamp("us", tz="UTC")
 _INT: Final = pa.int64()
@@ -310,17 +313,22 @@ def _stream(
 ) -> Any:
     out = Columns(["run_id", "instance_id"], _STREAM_COLUMNS.get(stream, {}), _selection(columns))
     skipped: list[str] = []
-    for record in records:
-        view = _view(store, record.run_id)
-        if view is None:
-            continue
-        for lines, first in _blocks(view, stream):
-            block = lines_table(lines)
-            if block is None:
-                block = _parse_slowly(
-                    lines, first, run_id=view.run_id, stream=stream, errors=errors, skipped=skipped
-                )
-            out.add(_with_run_id(block, view.run_id))
+    run_ids = [record.run_id for record in records]
+    batch: list[tuple[str, list[bytes], int]] = []
+    size = 0
+
+    def parse() -> None:
+        for block in _parse(batch, stream=stream, errors=errors, skipped=skipped):
+            out.add(block)
+        batch.clear()
+
+    for part in store.portal.iterate(_blocks(store.aio, run_ids, stream)):
+        batch.append(part)
+        size += sum(map(len, part[1]))
+        if size >= BLOCK_BYTES:
+            parse()
+            size = 0
+    parse()
     if skipped:
         warnings.warn(
             DamagedLinesWarning(
@@ -374,21 +382,50 @@ def _view(store: Store, run_id: str) -> RunView | None:
         return None
 
 
-def _blocks(view: RunView, stream: str) -> Iterator[tuple[list[bytes], int]]:
-    """The stream's complete lines in blocks of about :data:`BLOCK_BYTES`, each with its first
-    line's number."""
-    lines: list[bytes] = []
-    size = 0
-    first = 1
-    for line in view.read_lines(stream):
-        lines.append(line)
-        size += len(line)
-        if size >= BLOCK_BYTES:
-            yield lines, first
-            first += len(lines)
-            lines, size = [], 0
-    if lines:
-        yield lines, first
+async def _blocks(
+    store: AsyncStore, run_ids: list[str], stream: str
+) -> AsyncIterator[tuple[str, list[bytes], int]]:
+    """Each run's complete lines of ``stream`` in blocks of about :data:`BLOCK_BYTES`.
+
+    Yields ``(run_id, lines, number of the first line)``. The next blocks are
+    read while the caller parses this one (up to :data:`_AHEAD` blocks ahead),
+    so reading and parsing overlap and memory holds a few blocks at most.
+    """
+    queue: asyncio.Queue[tuple[str, list[bytes], int] | BaseException | None] = asyncio.Queue(
+        maxsize=_AHEAD
+    )
+
+    async def produce() -> None:
+        try:
+            for run_id in run_ids:
+                try:
+                    view = await store.get_run(run_id)
+                except NotFoundError:  # deleted since it was listed
+                    continue
+                decoder = LineDecoder(stream)
+                lines: list[bytes] = []
+                size, first = 0, 1
+                async for chunk in view.follow_chunks(stream, decoder):
+                    lines += decoder.feed(chunk)
+                    size += len(chunk)
+                    if size >= BLOCK_BYTES and lines:
+                        await queue.put((run_id, lines, first))
+                        first += len(lines)
+                        lines, size = [], 0
+                if lines:
+                    await queue.put((run_id, lines, first))
+            await queue.put(None)
+        except Exception as exc:  # the consumer raises it (cancellation is not caught)
+            await queue.put(exc)
+
+    producer = asyncio.create_task(produce())
+    try:
+        while (item := await queue.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        producer.cancel()
 
 
 def _parse_slowly(
@@ -418,10 +455,43 @@ def _parse_slowly(
     return records_table(rows)
 
 
-def _with_run_id(block: Any, run_id: str) -> Any:
+def _parse(
+    batch: list[tuple[str, list[bytes], int]],
+    *,
+    stream: str,
+    errors: ReadErrors,
+    skipped: list[str],
+) -> Iterator[Any]:
+    """Blocks of several runs as tables with ``run_id``: parsed together if they can be.
+
+    One parse of several small runs' lines costs much less than one parse
+    each; if their records do not fit one table (a field's type differs
+    between runs, a damaged line), each run's lines are parsed on their own.
+    """
+    if not batch:
+        return
+    if len(batch) > 1:
+        table = lines_table([line for _, lines, _ in batch for line in lines])
+        if table is not None:
+            ids = [run_id for run_id, _, _ in batch]
+            counts = [len(lines) for _, lines, _ in batch]
+            yield _with_run_ids(table, ids, counts)
+            return
+    for run_id, lines, first in batch:
+        table = lines_table(lines)
+        if table is None:
+            table = _parse_slowly(
+                lines, first, run_id=run_id, stream=stream, errors=errors, skipped=skipped
+            )
+        yield _with_run_ids(table, [run_id], [table.num_rows])
+
+
+def _with_run_ids(block: Any, run_ids: list[str], counts: list[int]) -> Any:
+    """``block`` with a first column ``run_id``: ``counts[i]`` rows of ``run_ids[i]`` each."""
     if "run_id" in block.column_names:  # the run's id wins over a record's own
         block = block.drop_columns(["run_id"])
-    return block.add_column(0, "run_id", pa.array([run_id] * block.num_rows, _STRING))
+    indices = pa.array([i for i, count in enumerate(counts) for _ in range(count)], pa.int32())
+    return block.add_column(0, "run_id", pa.array(run_ids, _STRING).take(indices))
 
 
 def _selection(columns: Sequence[str] | None) -> Callable[[str], bool] | None:

@@ -6,11 +6,11 @@ runs one ``SELECT`` with the tables registered as views named ``runs``,
 ``artifacts`` (:data:`~runstore.analysis.frames.TABLES`), over the runs
 ``where`` selects, and returns a :class:`pyarrow.Table`.
 
-Why Arrow and not DuckDB's own file readers: runstore reads every backend
-through its public API (S3, memory, a third-party backend), and DuckDB cannot
-download extensions (``json``, ``httpfs``) at run time here, so DuckDB gets
-the data as Arrow tables that runstore read. Only the views a query names are
-built, each once.
+Why Arrow and not DuckDB's own file readers: ``read_json`` works on local
+files only; S3 needs the ``httpfs`` extension, which DuckDB cannot download
+at run time here, and third-party backends have no files. runstore reads
+every backend through its public API and hands DuckDB Arrow tables. Only the
+views a query names are built, each once.
 
 The database is in memory and locked down: no file or network access, no
 extension installed or loaded, configuration locked, and only ``SELECT``
