@@ -1,7 +1,8 @@
-"""Analysis across runs: Arrow tables of every run and stream, and SQL over them.
+"""Analysis across runs: Arrow tables of every run and stream, SQL over them, and
+instance-by-instance comparison of two runs.
 
-Needs the ``analysis`` extra (``pip install 'runstore[analysis]'``: pyarrow
-and DuckDB)::
+The tables and SQL need the ``analysis`` extra (``pip install
+'runstore[analysis]'``: pyarrow and DuckDB)::
 
     from runstore.analysis import instances_df, sql
 
@@ -13,39 +14,44 @@ and DuckDB)::
   ``assertions_df``, ``logs_df``, ``metrics_df``, ``artifacts_df`` and
   ``stream_df`` for your own streams;
 * :mod:`~.flatten`: how nested fields become columns;
-* :mod:`~.sql_query`: ``sql``, DuckDB over those tables as views.
+* :mod:`~.sql_query`: ``sql`` and ``connect``, DuckDB over those tables as views;
+* :mod:`~.compare`: ``compare_runs``, regressions and fixes between two runs
+  (no extra needed).
 
-Everything reads through the public API, so any backend works.
+Everything reads through the public API, so any backend works. The Arrow
+names are imported on first use, so ``compare_runs`` works without the extra.
 """
 
 from __future__ import annotations
 
-try:
-    import pyarrow  # type: ignore[import-untyped]  # noqa: F401
-except ImportError as exc:  # pragma: no cover - depends on what is installed
-    raise ImportError(
-        "runstore.analysis needs pyarrow and duckdb: pip install 'runstore[analysis]'"
-    ) from exc
+import importlib
+from typing import TYPE_CHECKING, Any, Final
 
-from runstore.analysis.frames import (
-    TABLES,
-    DamagedLinesWarning,
-    artifacts_df,
-    assertions_df,
-    instances_df,
-    logs_df,
-    metrics_df,
-    runs_df,
-    steps_df,
-    stream_df,
-)
-from runstore.analysis.sql_query import connect, sql
+from runstore.analysis.compare import Comparison, InstanceChange, compare_runs
+
+if TYPE_CHECKING:
+    from runstore.analysis.frames import (
+        TABLES,
+        DamagedLinesWarning,
+        artifacts_df,
+        assertions_df,
+        instances_df,
+        logs_df,
+        metrics_df,
+        runs_df,
+        steps_df,
+        stream_df,
+    )
+    from runstore.analysis.sql_query import connect, sql
 
 __all__ = [
     "TABLES",
+    "Comparison",
     "DamagedLinesWarning",
+    "InstanceChange",
     "artifacts_df",
     "assertions_df",
+    "compare_runs",
     "connect",
     "instances_df",
     "logs_df",
@@ -55,3 +61,36 @@ __all__ = [
     "steps_df",
     "stream_df",
 ]
+
+_NEEDS_ARROW: Final = {
+    **dict.fromkeys(
+        [
+            "TABLES",
+            "DamagedLinesWarning",
+            "artifacts_df",
+            "assertions_df",
+            "instances_df",
+            "logs_df",
+            "metrics_df",
+            "runs_df",
+            "steps_df",
+            "stream_df",
+        ],
+        "frames",
+    ),
+    "connect": "sql_query",
+    "sql": "sql_query",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _NEEDS_ARROW.get(name)
+    if module is None:
+        raise AttributeError(f"module 'runstore.analysis' has no attribute {name!r}")
+    try:
+        found = importlib.import_module(f"runstore.analysis.{module}")
+    except ImportError as exc:
+        raise ImportError(
+            f"runstore.analysis.{name} needs pyarrow and duckdb: pip install 'runstore[analysis]'"
+        ) from exc
+    return getattr(found, name)

@@ -92,6 +92,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "replay": "runstore.cli.integrations:replay",
     "schema": "runstore.cli.integrations:schema",
     "meta": "runstore.cli.labels:meta",
+    "compare": "runstore.cli.compare:compare",
     "query": "runstore.cli.query:query",
     "tag": "runstore.cli.labels:tag",
 }
