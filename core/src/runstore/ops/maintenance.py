@@ -18,6 +18,7 @@ from runstore.model.checks import ContentCheck
 from runstore.model.errors import ConflictError, CorruptError, NotFoundError, RunstoreError
 from runstore.model.records import DamagedLines
 from runstore.model.run import ArtifactRef, utcnow
+from runstore.ops.damage import DAMAGE, DamageHandler, Damages, ReportsDamagedRuns, damaged_run
 from runstore.ops.retention import expired_streams
 from runstore.reading import readable_artifacts
 from runstore.spi.layout import ARTIFACTS_STREAM
@@ -30,6 +31,7 @@ __all__ = [
     "Recovery",
     "diff_runs",
     "recover_runs",
+    "reindex",
     "verify_run",
 ]
 
@@ -72,6 +74,7 @@ async def recover_runs(
     now: datetime | None = None,
     run_ids: Collection[str] | None = None,
     dry_run: bool = False,
+    on_damage: DamageHandler | None = None,
 ) -> list[Recovery]:
     """Mark runs whose writer died ``crashed``, repairing their torn tails.
 
@@ -82,6 +85,10 @@ async def recover_runs(
     date. Idempotent: a second call finds nothing to do. A writer that comes
     back in between wins (its state write makes ours a conflict, and the run
     is reported ``alive``).
+
+    A damaged run (one that cannot be read) is reported to ``on_damage`` and
+    left out of the result; the other runs are recovered all the same (see
+    :mod:`runstore.ops.damage`).
     """
     now = now or utcnow()
     if run_ids is None:
@@ -89,41 +96,92 @@ async def recover_runs(
         candidates = [r.run_id for r in records]
     else:
         candidates = list(run_ids)
+    damages = Damages(store, on_damage)
     results: list[Recovery] = []
     for run_id in candidates:
-        view = await store.get_run(run_id)
-        state = view.state
-        if state.status not in ("created", "running"):
-            reason = f"run is {state.status}"
-            if run_ids is None and not dry_run:
-                # Listed as live, stored as finished: its writer died between writing
-                # state.json and the index entry. Rewriting the state re-indexes it.
-                lagging = RunCore(store.core, view.manifest, state, live=False)
-                await lagging.write_state(notify=False, summary=view.summary)
-                reason += "; its index entry, left behind by a crash, is brought up to date"
-            results.append(Recovery(run_id, "skipped", reason=reason))
-            continue
-        beat = state.heartbeat_at or state.updated_at
-        if now - beat < stale_after:
-            results.append(Recovery(run_id, "alive", reason=f"heartbeat {beat.isoformat()}"))
-            continue
-        # Reading every stream once reports its torn tail.
-        run = RunCore(store.core, view.manifest, state, live=False)
-        await run.restore(view)
-        torn = {s: n for s, n in view.torn_tails.items() if n}
-        if dry_run:
-            results.append(Recovery(run_id, "marked_crashed", torn, reason="dry run"))
-            continue
         try:
-            await _repair_tails(store, view)
-            await run.finish("crashed", error=f"writer stopped; last heartbeat {beat.isoformat()}")
-        except ConflictError as exc:
-            results.append(Recovery(run_id, "alive", reason=exc.message))
-            continue
-        results.append(
-            Recovery(run_id, "marked_crashed", torn, reason=f"heartbeat {beat.isoformat()}")
-        )
+            view = await store.get_run(run_id)
+            results += await _recover_run(
+                store,
+                view,
+                stale_after=stale_after,
+                now=now,
+                listed=run_ids is None,
+                dry_run=dry_run,
+            )
+        except NotFoundError as exc:
+            if run_ids is not None:
+                raise  # asked for by name: a run that is not there
+            await damages.gone(run_id, exc)
+        except DAMAGE as exc:
+            damages.report(run_id, exc)
+    damages.raise_unhandled()
     return results
+
+
+async def _recover_run(
+    store: AsyncStore,
+    view: AsyncRunView,
+    *,
+    stale_after: timedelta,
+    now: datetime,
+    listed: bool,
+    dry_run: bool,
+) -> list[Recovery]:
+    run_id, state = view.run_id, view.state
+    if state.status not in ("created", "running"):
+        reason = f"run is {state.status}"
+        if listed and not dry_run:
+            # Listed as live, stored as finished: its writer died between writing
+            # state.json and the index entry. Rewriting the state re-indexes it.
+            lagging = RunCore(store.core, view.manifest, state, live=False)
+            await lagging.write_state(notify=False, summary=view.summary)
+            reason += "; its index entry, left behind by a crash, is brought up to date"
+        return [Recovery(run_id, "skipped", reason=reason)]
+    beat = state.heartbeat_at or state.updated_at
+    interval = timedelta(seconds=state.heartbeat_seconds or 0)
+    if stale_after < 2 * interval:  # a live writer between two beats would look dead
+        reason = (
+            f"stale_after {stale_after} is shorter than twice its writer's heartbeat "
+            f"interval ({interval}): its writer may be alive"
+        )
+        return [Recovery(run_id, "skipped", reason=reason)]
+    if not state.heartbeat_stale(now, stale_after):
+        return [Recovery(run_id, "alive", reason=f"heartbeat {beat.isoformat()}")]
+    # Reading every stream once reports its torn tail.
+    run = RunCore(store.core, view.manifest, state, live=False)
+    await run.restore(view)
+    torn = {s: n for s, n in view.torn_tails.items() if n}
+    if dry_run:
+        return [Recovery(run_id, "marked_crashed", torn, reason="dry run")]
+    try:
+        await _repair_tails(store, view)
+        await run.finish("crashed", error=f"writer stopped; last heartbeat {beat.isoformat()}")
+    except ConflictError as exc:
+        return [Recovery(run_id, "alive", reason=exc.message)]
+    return [Recovery(run_id, "marked_crashed", torn, reason=f"heartbeat {beat.isoformat()}")]
+
+
+# -- reindex ----------------------------------------------------------------------
+
+
+async def reindex(store: AsyncStore, *, on_damage: DamageHandler | None = None) -> int:
+    """Rebuild the store's run index from the runs themselves; return how many it holds.
+
+    The local backend's index follows its run folders by itself (folders
+    copied in or deleted by hand show up at the next listing); this rebuilds
+    it from scratch, e.g. after restoring a backup. A run the backend cannot
+    read is left out of the index and reported to ``on_damage`` (raised once
+    the index is rebuilt, without it; see :mod:`runstore.ops.damage`).
+    """
+    backend = store.state_backend
+    count = await backend.rebuild_index()
+    damages = Damages(store, on_damage)
+    if isinstance(backend, ReportsDamagedRuns):
+        for run_id, exc in sorted(backend.damaged_runs().items()):
+            damages.report(run_id, exc)
+    damages.raise_unhandled()
+    return count
 
 
 # -- verify -----------------------------------------------------------------------
@@ -138,6 +196,8 @@ class Problem:
     message: str
     line: int | None = None
     """The line of a stream (``where``) the problem is at, if it is one line's."""
+    code: str | None = None
+    """The typed error's code when the problem is one (``corrupt``, ``not_found``, ...)."""
 
     def __str__(self) -> str:
         return f"{self.run_id}/{self.where}: {self.message}"
@@ -189,12 +249,25 @@ async def verify_run(store: AsyncStore, run_id: str) -> list[Problem]:
     Every damaged line of every stream is a problem of its own, naming its
     line number and what is wrong (at most :data:`DAMAGE_LISTED` per stream,
     then how many more); the other checks go on past them. A damaged line
-    counts as a record when the summary's counts are checked.
+    counts as a record when the summary's counts are checked. A run that
+    cannot be read at all (a garbage ``state.json``, a symbolic link in place
+    of its directory) is one problem carrying the typed error's ``code``, its
+    path and cause (:func:`~runstore.ops.damage.damaged_run`).
     """
     try:
+        return await _verify(store, run_id)
+    except DAMAGE as exc:
+        error = damaged_run(store, run_id, exc)
+        # the damaged file: local backends name it, object stores give its key
+        where = str(exc.details.get("file") or exc.details.get("key") or "run").rsplit("/")[-1]
+        return [Problem(run_id, where, error.message, code=error.code)]
+
+
+async def _verify(store: AsyncStore, run_id: str) -> list[Problem]:
+    try:
         view = await store.get_run(run_id)
-    except (CorruptError, NotFoundError) as exc:
-        return [Problem(run_id, "manifest.json", exc.message)]
+    except NotFoundError as exc:
+        return [Problem(run_id, "manifest.json", exc.message, code=exc.code)]
     counts, (passed, failed), problems = await _read_streams(view)
     refs: list[ArtifactRef] = []
     try:

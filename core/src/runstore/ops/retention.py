@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from runstore.aio import AsyncRunView, AsyncStore
 from runstore.model.errors import ConflictError, InvalidInputError, NotFoundError, UnsupportedError
 from runstore.model.run import TERMINAL_STATUSES, LogRef, RunStatus, utcnow
+from runstore.ops.damage import DAMAGE, DamageHandler, Damages
 from runstore.spi.layout import ARTIFACTS_STREAM, stream_path
 
 __all__ = [
@@ -185,6 +186,7 @@ async def collect_garbage(
     *,
     dry_run: bool = False,
     now: datetime | None = None,
+    on_damage: DamageHandler | None = None,
 ) -> list[Candidate]:
     """Delete the runs ``policy`` selects; return what went (or would go, in a dry run).
 
@@ -194,12 +196,38 @@ async def collect_garbage(
     ``keep_last`` is the only rule, or, oldest first, while the store holds
     more than ``max_total_bytes``. A run that came back to life (resumed)
     meanwhile is kept: deletion never forces.
+
+    A damaged run (one that cannot be read, see :mod:`runstore.ops.damage`) is
+    never deleted: it is reported to ``on_damage``, counts as 0 bytes, and the
+    other runs are collected all the same.
     """
     if not policy.selects_anything:
         raise InvalidInputError(
             "the retention policy selects nothing: set older_than, keep_last or max_total_bytes"
         )
     now = now or utcnow()
+    damages = Damages(store, on_damage)
+    out = await _select(store, policy, now, damages)
+    if not dry_run:
+        out = await _delete(store, out, damages)
+    damages.raise_unhandled()
+    return out
+
+
+async def _size(store: AsyncStore, run_id: str, damages: Damages) -> int:
+    """:func:`run_bytes`, or 0 for a damaged run (reported) or one deleted meanwhile."""
+    try:
+        return await run_bytes(store, run_id)
+    except NotFoundError as exc:
+        await damages.gone(run_id, exc)
+    except DAMAGE as exc:
+        damages.report(run_id, exc)
+    return 0
+
+
+async def _select(
+    store: AsyncStore, policy: RetentionPolicy, now: datetime, damages: Damages
+) -> list[Candidate]:
     records = await store.list_runs()  # newest first
     protected = set(policy.keep_tags)
     considered = [r for r in records if policy.statuses is None or r.status in policy.statuses]
@@ -219,11 +247,12 @@ async def collect_garbage(
         finished = record.finished_at or record.updated_at
         if policy.older_than is not None and now - finished > policy.older_than:
             chosen[record.run_id] = f"finished {_fmt_age(now - finished)} ago"
-    sizes = {r.run_id: await run_bytes(store, r.run_id) for r in eligible}
+    sizes = {r.run_id: await _size(store, r.run_id, damages) for r in eligible}
+    eligible = [r for r in eligible if r.run_id not in damages]
     if policy.max_total_bytes is not None:
         total = sum(
             [
-                sizes[r.run_id] if r.run_id in sizes else await run_bytes(store, r.run_id)
+                sizes[r.run_id] if r.run_id in sizes else await _size(store, r.run_id, damages)
                 for r in records
             ]
         )
@@ -234,21 +263,25 @@ async def collect_garbage(
             if record.run_id not in chosen:
                 chosen[record.run_id] = f"store over {policy.max_total_bytes} bytes"
                 total -= sizes[record.run_id]
-    out = [
+    return [
         Candidate(r.run_id, chosen[r.run_id], sizes[r.run_id])
         for r in eligible
         if r.run_id in chosen
     ]
-    if dry_run:
-        return out
+
+
+async def _delete(store: AsyncStore, chosen: list[Candidate], damages: Damages) -> list[Candidate]:
     deleted = []
-    for candidate in out:
+    for candidate in chosen:
         try:
             await store.delete_run(candidate.run_id)  # refuses a run that is live again
         except ConflictError:
             continue
         except NotFoundError:
             pass  # deleted by someone else meanwhile: gone all the same
+        except DAMAGE as exc:
+            damages.report(candidate.run_id, exc)
+            continue
         deleted.append(candidate)
     return deleted
 
@@ -260,6 +293,7 @@ async def expire_streams(
     dry_run: bool = False,
     now: datetime | None = None,
     skip: Collection[str] = (),
+    on_damage: DamageHandler | None = None,
 ) -> list[ExpiredStream]:
     """Delete the log streams of finished runs whose retention has expired.
 
@@ -267,32 +301,46 @@ async def expire_streams(
     (``create_run(..., log_retention={"logs": 7})``) and counts from the
     run's finish. Live runs, runs with one of ``policy.keep_tags`` and runs
     in ``skip`` are left alone; the rest of each run stays. A backend that
-    cannot delete a single stream is skipped (its streams stay).
+    cannot delete a single stream is skipped (its streams stay). A damaged
+    run is reported to ``on_damage`` and the other runs' streams expire all
+    the same (see :mod:`runstore.ops.damage`).
     """
     now = now or utcnow()
     protected = set(policy.keep_tags if policy is not None else RetentionPolicy().keep_tags)
+    damages = Damages(store, on_damage)
     out: list[ExpiredStream] = []
     for record in await store.list_runs(status=sorted(TERMINAL_STATUSES)):  # type: ignore[arg-type]
         if record.run_id in skip or protected.intersection(record.tags):
             continue
         try:
-            view = await store.get_run(record.run_id)
-        except NotFoundError:
+            out += await _expire_run(store, record.run_id, now, dry_run=dry_run)
+        except NotFoundError as exc:
+            await damages.gone(record.run_id, exc)
+        except DAMAGE as exc:
+            damages.report(record.run_id, exc)
+    damages.raise_unhandled()
+    return out
+
+
+async def _expire_run(
+    store: AsyncStore, run_id: str, now: datetime, *, dry_run: bool
+) -> list[ExpiredStream]:
+    view = await store.get_run(run_id)
+    expired = expired_streams(view, now)
+    if not expired:
+        return []
+    present = set(await view.streams())
+    finished = view.state.finished_at or view.state.updated_at
+    out = []
+    for stream, days in sorted(expired.items()):
+        if stream not in present:
             continue
-        expired = expired_streams(view, now)
-        if not expired:
-            continue
-        present = set(await view.streams())
-        finished = view.state.finished_at or view.state.updated_at
-        for stream, days in sorted(expired.items()):
-            if stream not in present:
+        size = await store.log_backend.stream_size(run_id, stream)
+        if not dry_run:
+            try:
+                await store.log_backend.delete_stream(run_id, stream)
+            except UnsupportedError:
                 continue
-            size = await store.log_backend.stream_size(record.run_id, stream)
-            if not dry_run:
-                try:
-                    await store.log_backend.delete_stream(record.run_id, stream)
-                except UnsupportedError:
-                    continue
-            reason = f"retention {days}d; run finished {_fmt_age(now - finished)} ago"
-            out.append(ExpiredStream(record.run_id, stream, reason, size))
+        reason = f"retention {days}d; run finished {_fmt_age(now - finished)} ago"
+        out.append(ExpiredStream(run_id, stream, reason, size))
     return out

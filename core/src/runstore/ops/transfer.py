@@ -17,6 +17,10 @@ produces its own layout (segments on object stores, ...).
   of the source), artifacts already stored with the right sha256 are kept.
 * **Live runs** (not finished) are left alone and reported, since they are
   still changing.
+* **Damage stays in one run**: a run that cannot be read (a garbage
+  ``state.json``, a symbolic link in place of its directory, bytes that do not
+  match their sha256) is reported (``on_damage``, :attr:`CopyReport.damaged`)
+  and the other runs are copied all the same (see :mod:`runstore.ops.damage`).
 
 ``progress`` is called after every stream, artifact and run with a
 :class:`CopyProgress`, e.g. to drive a progress bar.
@@ -33,9 +37,10 @@ from typing import Any, TypeVar
 
 from runstore.aio import AsyncStore
 from runstore.model.checks import checked_async
-from runstore.model.errors import ConflictError, CorruptError, NotFoundError
+from runstore.model.errors import ConflictError, CorruptError, NotFoundError, RunstoreError
 from runstore.model.names import validate_run_id
 from runstore.model.run import ArtifactRef, RunRecord, RunState
+from runstore.ops.damage import DAMAGE, DamageHandler, damaged_run, raise_damaged
 from runstore.spi.layout import ARTIFACTS_STREAM
 from runstore.store import Store
 
@@ -76,6 +81,9 @@ class CopyReport:
     live: list[str] = field(default_factory=list)
     """Runs not finished yet, left alone."""
     bytes_copied: int = 0
+    damaged: list[RunstoreError] = field(default_factory=list)
+    """Runs that could not be read (at the source or the destination), each as its
+    typed error (:func:`~runstore.ops.damage.damaged_run`); not copied, or in part."""
 
 
 ProgressCallback = Callable[[CopyProgress], None]
@@ -130,6 +138,7 @@ def copy_runs(
     run_ids: Iterable[str] | None = None,
     *,
     progress: ProgressCallback | None = None,
+    on_damage: DamageHandler | None = None,
 ) -> CopyReport:
     """Copy runs from ``src`` to ``dst`` (every run when ``run_ids`` is ``None``).
 
@@ -137,10 +146,12 @@ def copy_runs(
     :class:`~runstore.model.errors.NotFoundError` for a requested run that ``src``
     does not have (before copying anything),
     :class:`~runstore.model.errors.ConflictError` when ``dst`` holds a different run
-    under the same id, :class:`~runstore.model.errors.CorruptError` when source
-    bytes do not match their recorded sha256.
+    under the same id. A damaged run (source bytes that do not match their
+    recorded sha256, a snapshot that does not parse, ...) goes to ``on_damage``
+    and the other runs are copied; without ``on_damage`` its error is raised
+    once the other runs are done.
     """
-    return asyncio.run(acopy_runs(src, dst, run_ids, progress=progress))
+    return asyncio.run(acopy_runs(src, dst, run_ids, progress=progress, on_damage=on_damage))
 
 
 async def acopy_runs(
@@ -149,16 +160,31 @@ async def acopy_runs(
     run_ids: Iterable[str] | None = None,
     *,
     progress: ProgressCallback | None = None,
+    on_damage: DamageHandler | None = None,
 ) -> CopyReport:
     """The async form of :func:`copy_runs`."""
-    return await _Copy(_Side(src), _Side(dst), progress).run(run_ids)
+    report = await _Copy(_Side(src), _Side(dst), progress, on_damage).run(run_ids)
+    if on_damage is None:
+        raise_damaged(report.damaged)
+    return report
+
+
+class _DestinationConflict(ConflictError):
+    """The destination holds something else under the run's id: the user decides, we stop."""
 
 
 class _Copy:
-    def __init__(self, src: _Side, dst: _Side, progress: ProgressCallback | None) -> None:
+    def __init__(
+        self,
+        src: _Side,
+        dst: _Side,
+        progress: ProgressCallback | None,
+        on_damage: DamageHandler | None = None,
+    ) -> None:
         self.src = src
         self.dst = dst
         self.progress = progress
+        self.on_damage = on_damage
         self.report = CopyReport()
         self.done = 0
         self.total = 0
@@ -176,6 +202,14 @@ class _Copy:
                 )
             )
 
+    def _damaged(self, side: _Side, run_id: str, exc: RunstoreError) -> None:
+        if run_id in self.report.copied:  # in part
+            self.report.copied.remove(run_id)
+        error = damaged_run(side.store, run_id, exc)
+        self.report.damaged.append(error)
+        if self.on_damage is not None:
+            self.on_damage(error)
+
     async def run(self, run_ids: Iterable[str] | None) -> CopyReport:
         state = self.src.store.state_backend
         if run_ids is None:
@@ -183,10 +217,20 @@ class _Copy:
         else:
             ids = [validate_run_id(r) for r in dict.fromkeys(run_ids)]
             for run_id in ids:
-                await self.src.call(state.read_manifest(run_id))  # NotFoundError before copying
+                try:  # NotFoundError before copying
+                    await self.src.call(state.read_manifest(run_id))
+                except NotFoundError:
+                    raise
+                except DAMAGE:
+                    pass  # reported when its turn comes
         self.total = len(ids)
         for run_id in ids:
-            await self._copy_run(run_id)
+            try:
+                await self._copy_run(run_id)
+            except _DestinationConflict:
+                raise
+            except DAMAGE as exc:
+                self._damaged(self.src, run_id, exc)
             self.done += 1
             self._tell(run_id, None, skipped=run_id in self.report.skipped)
         return self.report
@@ -197,20 +241,25 @@ class _Copy:
         try:
             state = await self.src.call(src_state_backend.read_state(run_id))
         except NotFoundError:
+            if run_id in await self.src.call(src_state_backend.list_run_ids(run_id)):
+                raise  # listed, but its state.json is missing: damaged
             return  # deleted at the source since it was listed
         if not state.is_terminal:
             self.report.live.append(run_id)
             return
         manifest = await self.src.call(src_state_backend.read_manifest(run_id))
         summary = await self.src.call(src_state_backend.read_summary(run_id))
+        there: RunState | None
         try:
-            there: RunState | None = await self.dst.call(dst_state_backend.read_state(run_id))
+            there = await self.dst.call(dst_state_backend.read_state(run_id))
+            theirs = await self.dst.call(dst_state_backend.read_manifest(run_id))
         except NotFoundError:
             there = None
+        except DAMAGE as exc:  # the run at the destination is damaged: say where
+            raise damaged_run(self.dst.store, run_id, exc) from exc
         if there is not None:
-            theirs = await self.dst.call(dst_state_backend.read_manifest(run_id))
             if theirs != manifest:
-                raise ConflictError(
+                raise _DestinationConflict(
                     f"run {run_id!r} exists at the destination with another manifest; "
                     "it is a different run: delete it there or copy under another store",
                     details={"run_id": run_id},
@@ -273,7 +322,7 @@ class _Copy:
         if have:
             prefix, prefix_hash = await self._hash_stream(self.src, run_id, stream, limit=have)
             if (prefix, prefix_hash) != (have, have_hash):
-                raise ConflictError(
+                raise _DestinationConflict(
                     f"stream {stream!r} of run {run_id!r} at the destination is not a copy "
                     "of the source's; delete the run there and copy again",
                     details={"run_id": run_id, "stream": stream},
@@ -332,7 +381,7 @@ class _Copy:
             self._tell(ref.run_id, item, skipped=True)
             return
         if stored is not None:
-            raise ConflictError(
+            raise _DestinationConflict(
                 f"artifact {ref.name!r} of run {ref.run_id!r} exists at the destination "
                 "with other bytes; delete the run there and copy again",
                 details={"run_id": ref.run_id, "name": ref.name},

@@ -11,7 +11,7 @@ import fcntl
 import hashlib
 import os
 import stat
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ from runstore.spi.backends import (
     Target,
 )
 from runstore_local._errors import translating
+from runstore_local.folders import Signature, now_ns, settled
 from runstore_local.fs import (
     CREATE_FLAGS,
     DIR_FLAGS,
@@ -74,6 +75,8 @@ class LocalBackend(StateBackend, LogBackend, ArtifactBackend):
         with translating(f"cannot open store {where!r}", path=where):
             self.root.mkdir(parents=True, exist_ok=True)
             self._root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self._in_sync: Signature | None = None  # the index matches the folders at this one
+        self._damaged: dict[str, RunstoreError] = {}
         try:  # a store that fails to open leaks no descriptor
             with translating(f"cannot open store {where!r}", path=where):
                 self._tmp_fd = open_dir(self._root_fd, [layout.BOOKKEEPING_DIR, "tmp"], create=True)
@@ -235,39 +238,103 @@ class LocalBackend(StateBackend, LogBackend, ArtifactBackend):
         return summary
 
     async def list_runs(self, query: RunQuery) -> Sequence[RunRecord]:
+        self._follow_folders()
         return self._index.query(query)
 
     async def list_run_ids(self, prefix: str = "") -> list[str]:
+        self._follow_folders()
         return self._index.run_ids(prefix)
 
     async def highest_run_number(self, prefix: str) -> int:
         return self._index.highest_number(prefix)
 
-    def _run_dirs(self) -> list[str]:
-        ids = []
-        for name in os.listdir(self._root_fd):
-            try:
-                ids.append(validate_run_id(name))
-            except RunstoreError:
-                continue
-        return ids
+    # -- the index follows the run folders --------------------------------------
 
-    def _rebuild(self) -> int:
-        records = []
-        for run_id in self._run_dirs():
+    def _follow_folders(self) -> None:
+        """Reconcile the index with the run folders if the store directory changed.
+
+        Costs one ``fstat`` while the directory's signature is the one the index
+        matches (see :mod:`runstore_local.folders`): run folders copied in or
+        deleted by hand are noticed without anyone rebuilding the index.
+        """
+        taken_at = now_ns()
+        signature = Signature.of(self._root_fd)
+        if signature == self._in_sync:
+            return
+        if str(signature) == self._index.folders():  # another process reconciled
+            self._in_sync = signature
+            return
+        self._reconcile(signature, taken_at)
+
+    def _reconcile(self, signature: Signature, taken_at: int) -> None:
+        """Index the run folders the index lacks, forget the rows whose folder is gone."""
+        with translating(f"cannot list store {str(self.root)!r}", path=str(self.root)):
+            names = set(os.listdir(self._root_fd))
+        indexed = self._index.all_ids()
+        added, damaged = self._read_records(sorted(names - indexed))
+        removed = [r for r in indexed - names if not self._is_dir(r)]  # not created meanwhile
+        done = settled(signature, taken_at)
+        self._index.reconcile(added, removed, folders=str(signature) if done else None)
+        self._damaged = damaged
+        self._in_sync = signature if done else None
+
+    def _is_dir(self, name: str) -> bool:
+        try:
+            info = os.stat(name, dir_fd=self._root_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        return stat.S_ISDIR(info.st_mode)
+
+    def _read_records(
+        self, names: Iterable[str]
+    ) -> tuple[list[RunRecord], dict[str, RunstoreError]]:
+        """The index records of the run folders ``names``, and the runs that cannot be read.
+
+        Names that are not run ids or are plain files are not runs; a folder
+        without its manifest or state is one being created (or never finished
+        being created) and is left out too.
+        """
+        records: list[RunRecord] = []
+        damaged: dict[str, RunstoreError] = {}
+        for name in names:
+            try:
+                run_id = validate_run_id(name)
+                info = os.stat(name, dir_fd=self._root_fd, follow_symlinks=False)
+            except (RunstoreError, FileNotFoundError):
+                continue
+            if not (stat.S_ISDIR(info.st_mode) or stat.S_ISLNK(info.st_mode)):
+                continue
             try:
                 manifest = self._read_snapshot(run_id, layout.MANIFEST, RunManifest)
                 state = self._read_snapshot(run_id, layout.STATE, RunState)
                 summary = self._read_snapshot(run_id, layout.SUMMARY, RunSummary)
-            except RunstoreError:
+            except NotFoundError:
+                continue  # deleted meanwhile
+            except RunstoreError as exc:
+                damaged[run_id] = exc
                 continue
             if manifest is not None and state is not None:
                 records.append(RunRecord.build(manifest, state, summary))
-        self._index.replace_all(records)
+        return records, damaged
+
+    def _rebuild(self) -> int:
+        taken_at = now_ns()
+        signature = Signature.of(self._root_fd)
+        with translating(f"cannot list store {str(self.root)!r}", path=str(self.root)):
+            names = sorted(os.listdir(self._root_fd))
+        records, self._damaged = self._read_records(names)
+        done = settled(signature, taken_at)
+        self._index.replace_all(records, folders=str(signature) if done else None)
+        self._in_sync = signature if done else None
         return len(records)
 
     async def rebuild_index(self) -> int:
         return self._rebuild()
+
+    def damaged_runs(self) -> dict[str, RunstoreError]:
+        """The run folders the last rebuild or reconciliation of the index could not
+        read (``run_id -> error``): left out of the index, reported by ``reindex``."""
+        return dict(self._damaged)
 
     async def delete_run(self, run_id: str) -> None:
         self._index.delete(run_id)

@@ -20,6 +20,12 @@ another version is dropped and rebuilt from the run directories):
     ``(run_id, name, value)``, indexed by ``(name, value)``; a value that is
     not finite is left out (absent).
 
+``folder_state``
+    One row: the signature of the store directory (device, inode, mtime in
+    nanoseconds, link count) when the ``runs`` table last matched the run
+    directories in it; a listing trusts the table while the directory's
+    signature is the same (see :mod:`runstore_local.folders`).
+
 ``inexact`` marks a run holding a number SQLite cannot hold exactly (an
 integer outside the signed 64-bit range): while any run is marked, queries
 are answered by the reference in Python.
@@ -62,7 +68,7 @@ __all__ = [
     "select",
 ]
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 
 SCHEMA: Final = (
     """CREATE TABLE runs (
@@ -101,6 +107,9 @@ SCHEMA: Final = (
         PRIMARY KEY (run_id, name)
     ) WITHOUT ROWID""",
     "CREATE INDEX run_metrics_value ON run_metrics (name, value)",
+    """CREATE TABLE folder_state (
+        id INTEGER PRIMARY KEY CHECK (id = 1), signature TEXT NOT NULL
+    )""",
     # Highest N per id prefix (run_20240115_ for run_20240115_042), kept by a
     # trigger, so generating a run id is one lookup however many runs exist.
     # It outlives schema changes: it remembers the ids of deleted runs too.
@@ -115,7 +124,8 @@ SCHEMA: Final = (
     END""",
 )
 DROP: Final = tuple(
-    f"DROP TABLE IF EXISTS {table}" for table in ("runs", "run_tags", "run_metadata", "run_metrics")
+    f"DROP TABLE IF EXISTS {table}"
+    for table in ("runs", "run_tags", "run_metadata", "run_metrics", "folder_state")
 )
 
 # -- rows ---------------------------------------------------------------------
