@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -43,7 +44,7 @@ def _add_run(
     return run.run_id
 
 
-def _history(store: runstore.Store, *outcomes: Sequence[str], **kwargs: str) -> None:
+def _history(store: runstore.Store, *outcomes: Sequence[str], **kwargs: Any) -> None:
     names = ("t.py::a", "t.py::b", "t.py::c")
     for row in outcomes:
         _add_run(store, {n: (o, 1.0) for n, o in zip(names, row, strict=True)}, **kwargs)
@@ -144,6 +145,7 @@ def test_flaky_finds_a_test_that_flipped_between_two_recorded_sessions(
     pytester.makepyfile(
         test_flip="""
         from pathlib import Path
+from typing import Any
 
         def test_flips():
             marker = Path("ran-once")

@@ -256,7 +256,8 @@ def test_metadata_describes_the_session_and_takes_user_meta_and_tags(
     assert metadata["platform"]
     assert (metadata["keyword"], metadata["markexpr"]) == ("one", "not slow")
     assert (metadata["build"], metadata["team"]) == ("1234", "shop")
-    assert f"--runstore={store_path}" in metadata["args"]
+    args = metadata["args"]
+    assert isinstance(args, list) and f"--runstore={store_path}" in args
     assert view.tags == ["nightly"]
     assert view.manifest.sut_name == pytester.path.name
 
