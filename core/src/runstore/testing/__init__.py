@@ -16,6 +16,10 @@ A backend author writes::
             names = itertools.count()
             return lambda: runstore.open(f"mybackend://{tmp_path}/machine{next(names)}")
 
+        # store_opener (a picklable callable opening a new store object on the same
+        # location as `store`) defaults to runstore.open(store.url): override it when
+        # that URL alone does not reopen your store.
+
 and runs pytest. The mixins state one behaviour per test; the state machine
 (:func:`run_state_machine`) applies random operation sequences to the backend
 and to the reference and fails at the first step where they disagree.
@@ -28,17 +32,23 @@ that lacks something the backend can do).
 
 import pytest
 
-pytest.register_assert_rewrite("runstore.testing.conformance", "runstore.testing.stateful")
+pytest.register_assert_rewrite(
+    "runstore.testing.conformance", "runstore.testing.processes", "runstore.testing.stateful"
+)
 
 from runstore.testing.conformance import (  # noqa: E402 - after assert rewriting is registered
     ArtifactConformance,
     LogConformance,
+    MultiProcessConformance,
+    PersistenceConformance,
     StateConformance,
     StoreConformance,
     check_registration,
 )
 from runstore.testing.stateful import (  # noqa: E402
     EXAMPLES_ENV,
+    PROFILE_ENV,
+    PROFILES,
     StoreStateMachine,
     StoreStateMachineConformance,
     declared_capabilities,
@@ -48,8 +58,12 @@ from runstore.testing.stateful import (  # noqa: E402
 
 __all__ = [
     "EXAMPLES_ENV",
+    "PROFILES",
+    "PROFILE_ENV",
     "ArtifactConformance",
     "LogConformance",
+    "MultiProcessConformance",
+    "PersistenceConformance",
     "StateConformance",
     "StoreConformance",
     "StoreStateMachine",

@@ -14,6 +14,12 @@ from __future__ import annotations
 
 import functools
 import multiprocessing
+
+# Imported once, up front: a test runner that restores sys.modules between in-process
+# sessions (pytester) would otherwise leave pickling bound to a stale module copy.
+import multiprocessing.connection
+import multiprocessing.queues
+import multiprocessing.synchronize
 import queue
 from collections.abc import Callable, Iterable
 from typing import Any

@@ -20,8 +20,11 @@ or from a plain test function::
         run_state_machine(lambda: runstore.open(...))
 
 The factory must open a fresh, empty store on every call (one per example).
-The default is modest (50 sequences of up to 40 steps); raise it with
-``RUNSTORE_CONFORMANCE_EXAMPLES=500`` or pass ``settings=``.
+The default profile, ``ci``, tries the same 50 sequences of up to 40 steps on
+every run (derandomised: a bug caught once is caught every time) and writes
+nothing into the working directory; ``RUNSTORE_CONFORMANCE_PROFILE=thorough``
+tries 500 new ones, ``RUNSTORE_CONFORMANCE_EXAMPLES=N`` sets how many, and
+``settings=`` overrides anything.
 
 The module is one piece on purpose: Hypothesis collects a machine's rules,
 invariants and bundles from one class, and the helpers around it exist only
@@ -36,6 +39,7 @@ import io
 import itertools
 import os
 import pprint
+import tempfile
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -44,6 +48,7 @@ from typing import Any, ClassVar, get_args
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
+from hypothesis.database import DirectoryBasedExampleDatabase
 from hypothesis.stateful import (
     Bundle,
     RuleBasedStateMachine,
@@ -65,6 +70,8 @@ from runstore.spi.layout import ARTIFACTS_STREAM
 
 __all__ = [
     "EXAMPLES_ENV",
+    "PROFILES",
+    "PROFILE_ENV",
     "StoreStateMachine",
     "StoreStateMachineConformance",
     "declared_capabilities",
@@ -73,9 +80,25 @@ __all__ = [
 ]
 
 EXAMPLES_ENV = "RUNSTORE_CONFORMANCE_EXAMPLES"
-"""Environment variable: how many operation sequences to try (default 50)."""
+"""Environment variable: how many operation sequences to try (overrides the profile's)."""
+PROFILE_ENV = "RUNSTORE_CONFORMANCE_PROFILE"
+"""Environment variable: ``ci`` (the default) or ``thorough``; see :data:`PROFILES`."""
 DEFAULT_EXAMPLES = 50
 DEFAULT_STEPS = 40
+PROFILES: dict[str, dict[str, Any]] = {
+    # The same 50 sequences every run (derandomised), nothing written to the working
+    # directory: a bug the kit catches once it catches on every run.
+    "ci": {
+        "max_examples": DEFAULT_EXAMPLES,
+        "stateful_step_count": DEFAULT_STEPS,
+        "derandomize": True,
+        "database": None,
+    },
+    # New random sequences each run, longer ones, failures remembered (and replayed
+    # first) in an example database in the temporary folder.
+    "thorough": {"max_examples": 500, "stateful_step_count": 60, "derandomize": False},
+}
+"""Hypothesis settings each profile sets (``state_machine_settings`` adds the rest)."""
 
 # -- the inputs ---------------------------------------------------------------------
 
@@ -201,9 +224,11 @@ _VOLATILE = frozenset(
         "finished_at",
         "duration_ms",
         "ts",
+        "owner",
     }
 )
-"""Fields that legitimately differ between two stores (wall-clock times)."""
+"""Fields that legitimately differ between two stores (wall-clock times, the random
+part of a writer's ownership token)."""
 
 _BACKEND_OWN = frozenset({"uri"})
 """Fields each backend fills in its own terms, or not at all (``None``)."""
@@ -246,12 +271,20 @@ def _canonical(value: Any, names: Mapping[str, str]) -> Any:
     return value
 
 
-def _hint(backend: Any, reference: Any) -> str:
-    """One line saying where two canonical values part ways."""
+def _run_ids(items: list[Any]) -> list[str] | None:
+    """The run ids of a run listing (index records), ``None`` for any other list."""
+    if not all(isinstance(i, dict) and isinstance(i.get("run_id"), str) for i in items):
+        return None
+    if not all("status" in i and "created_at" in i for i in items):
+        return None  # stream records that happen to carry a run_id
+    return [i["run_id"] for i in items]
+
+
+def _hint(backend: Any, reference: Any, noun: str = "items") -> str:
+    """One line saying where two canonical values part ways; ``noun`` names list items."""
     if isinstance(backend, list) and isinstance(reference, list):
-        ids_b = [r.get("run_id") for r in backend if isinstance(r, dict)]
-        ids_r = [r.get("run_id") for r in reference if isinstance(r, dict)]
-        if len(ids_b) == len(backend) and len(ids_r) == len(reference) and ids_b != ids_r:
+        ids_b, ids_r = _run_ids(backend), _run_ids(reference)
+        if ids_b is not None and ids_r is not None and ids_b != ids_r:
             missing = [i for i in ids_r if i not in ids_b]
             extra = [i for i in ids_b if i not in ids_r]
             if missing or extra:
@@ -260,13 +293,21 @@ def _hint(backend: Any, reference: Any) -> str:
         for index, (b, r) in enumerate(zip(backend, reference, strict=False)):
             if b != r:
                 return f"first difference at position {index}: backend {b!r}, reference {r!r}"
-        return f"backend has {len(backend)} items, reference {len(reference)}"
+        if len(backend) < len(reference):
+            return (
+                f"{noun} missing from the backend: it has {len(backend)}, the reference "
+                f"{len(reference)}; the first missing is {reference[len(backend)]!r}"
+            )
+        return (
+            f"extra {noun} in the backend: it has {len(backend)}, the reference "
+            f"{len(reference)}; the first extra is {backend[len(reference)]!r}"
+        )
     if isinstance(backend, dict) and isinstance(reference, dict):
         keys = sorted(
             (k for k in backend.keys() | reference.keys() if backend.get(k) != reference.get(k)),
             key=str,
         )
-        return "; ".join(f"{k}: {_hint(backend.get(k), reference.get(k))}" for k in keys)
+        return "; ".join(f"{k}: {_hint(backend.get(k), reference.get(k), noun)}" for k in keys)
     return f"backend {backend!r}, reference {reference!r}"
 
 
@@ -495,8 +536,9 @@ class StoreStateMachine(RuleBasedStateMachine):
             learn(backend, reference)
         mine = _canonical(backend, self._backend.logical_names())
         theirs = _canonical(reference, self._reference.logical_names())
+        noun = "stream records" if ".read(" in what or "stream record" in what else "items"
         assert mine == theirs, (
-            f"{what} disagrees with the reference: {_hint(mine, theirs)}\n"
+            f"{what} disagrees with the reference: {_hint(mine, theirs, noun)}\n"
             f"  backend returned   {_shown(mine)}\n"
             f"  reference returned {_shown(theirs)}"
         )
@@ -762,7 +804,8 @@ class StoreStateMachine(RuleBasedStateMachine):
         if self._live_writers(run_id) and not self._capable.compare_and_swap:
             return multiple()
         backend, reference = self._both(
-            f"resume_run({run_id!r})", lambda side: side.store.resume_run(side.id(run_id))
+            f"resume_run({run_id!r})",
+            lambda side: side.store.resume_run(side.id(run_id), force=True),
         )
         if reference is None:
             return multiple()
@@ -889,21 +932,33 @@ def _reuse(metadata: dict[str, Any]) -> None:
 
 
 def state_machine_settings(**changes: Any) -> settings:
-    """Hypothesis settings for the kit: modest by default, see ``$RUNSTORE_CONFORMANCE_EXAMPLES``.
+    """Hypothesis settings for the kit, by profile (``$RUNSTORE_CONFORMANCE_PROFILE``).
+
+    ``ci`` (the default) tries the same :data:`DEFAULT_EXAMPLES` sequences of up to
+    :data:`DEFAULT_STEPS` steps on every run and writes no example database;
+    ``thorough`` tries 500 new ones of up to 60 steps and keeps failing examples in
+    ``<temporary folder>/runstore-conformance-examples`` unless ``database=`` is given.
+    ``$RUNSTORE_CONFORMANCE_EXAMPLES`` overrides how many sequences either tries.
 
     :param changes: any :class:`hypothesis.settings` field, e.g. ``max_examples=200``.
     """
-    raw = os.environ.get(EXAMPLES_ENV, "").strip()
-    try:
-        examples = int(raw) if raw else DEFAULT_EXAMPLES
-    except ValueError:
-        raise ValueError(f"{EXAMPLES_ENV} must be a whole number, got {raw!r}") from None
+    profile = os.environ.get(PROFILE_ENV, "").strip() or "ci"
+    if profile not in PROFILES:
+        raise ValueError(f"{PROFILE_ENV} must be one of {', '.join(PROFILES)}, got {profile!r}")
     options: dict[str, Any] = {
-        "max_examples": examples,
-        "stateful_step_count": DEFAULT_STEPS,
+        **PROFILES[profile],
         "deadline": None,
         "suppress_health_check": [HealthCheck.too_slow, HealthCheck.filter_too_much],
     }
+    if "database" not in options:
+        folder = os.path.join(tempfile.gettempdir(), "runstore-conformance-examples")
+        options["database"] = DirectoryBasedExampleDatabase(folder)
+    raw = os.environ.get(EXAMPLES_ENV, "").strip()
+    if raw:
+        try:
+            options["max_examples"] = int(raw)
+        except ValueError:
+            raise ValueError(f"{EXAMPLES_ENV} must be a whole number, got {raw!r}") from None
     options.update(changes)
     return settings(**options)
 
