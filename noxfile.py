@@ -149,3 +149,23 @@ def postgres(session: nox.Session) -> None:
         "-e", "./core[testing]", "-e", "./plugins/runstore-postgres[testing]", *TEST_DEPS
     )
     session.run("pytest", "plugins/runstore-postgres", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def pytest_plugin(session: nox.Session) -> None:
+    """pytest-runstore alone with the core and the local backend, xdist included;
+    ``-- --overhead`` also runs its overhead benchmark (2,000 trivial tests)."""
+    session.install(
+        "-e",
+        "./core",
+        "-e",
+        "./plugins/runstore-local",
+        "-e",
+        "./plugins/pytest-runstore[testing]",
+        *TEST_DEPS,
+    )
+    overhead = "--overhead" in session.posargs
+    args = [arg for arg in session.posargs if arg != "--overhead"]
+    session.run("pytest", "plugins/pytest-runstore/tests", *args)
+    if overhead:
+        session.run("python", "plugins/pytest-runstore/benchmarks/overhead.py")

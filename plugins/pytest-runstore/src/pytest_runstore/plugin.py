@@ -37,7 +37,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         dest="runstore_url",
         metavar="URL",
         help="Record the session as a runstore run, in the store URL (write --runstore=URL; "
-        "bare: the runstore_url ini option, $RUNSTORE_URL or ./runs).",
+        f"bare: ${ENV_URL}, the runstore_url ini option, $RUNSTORE_URL or ./runs).",
     )
     group.addoption(
         "--no-runstore",
@@ -93,9 +93,10 @@ def requested_url(config: pytest.Config) -> str | None:
     ini = str(config.getini("runstore_url") or "")
     if ini and ":" not in ini and config.inipath is not None:
         ini = str(config.inipath.parent / ini)  # a path in the ini file is relative to it
+    env = os.environ.get(ENV_URL, "")
     if url is not None:
-        return url or ini
-    return os.environ.get(ENV_URL) or ini or None
+        return url or env or ini
+    return env or ini or None
 
 
 def pytest_configure(config: pytest.Config) -> None:
