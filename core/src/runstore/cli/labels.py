@@ -100,12 +100,23 @@ class TagCommand(click.Command):
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         options: list[str] = []
         words: list[str] = []
+        takes_value = {
+            opt
+            for param in self.params
+            if isinstance(param, click.Option) and not param.is_flag
+            for opt in param.opts
+            if opt.startswith("--")
+        }
         rest = iter(args)
         for arg in rest:
             if arg == "--":
                 words.extend(rest)
             elif arg.startswith("--") or arg in ctx.help_option_names:
                 options.append(arg)
+                if arg in takes_value:  # --store URL: the URL is the option's, not a tag
+                    value = next(rest, None)
+                    if value is not None:
+                        options.append(value)
             else:
                 words.append(arg)
         return super().parse_args(ctx, [*options, "--", *words])
@@ -166,9 +177,11 @@ def tag(cli_ctx: CliContext, run_id: str, changes: tuple[tuple[str, str], ...]) 
     """Add and remove a run's tags, also after it finished; without changes, print them.
 
     +TAG or a plain TAG adds the tag, -TAG removes it (a tag both added and
-    removed is removed). -TAG is never read as an option; after --, not
-    even --TAG is (it removes the tag -TAG). Prints the tags afterwards, one
-    a line; --json prints the run's index record.
+    removed is removed). -TAG is never read as an option, so after RUN the
+    global options take their long forms (--store, --verbose: -s and -v
+    remove the tags s and v); after --, not even --TAG is (it removes the
+    tag -TAG). Prints the tags afterwards, one a line; --json prints the
+    run's index record.
 
     \b
     Examples:
