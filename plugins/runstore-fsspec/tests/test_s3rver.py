@@ -167,7 +167,7 @@ def test_a_recorded_verdict_that_cannot_be_trusted_is_probed_again(
         "checked_at": datetime.now(UTC),
     }
     lie = Verdict(**{**base, **forged})  # type: ignore[arg-type]
-    s3rver.client().put_object(Bucket=s3rver.bucket, Key=f"runs/{VERDICT_KEY}", Body=lie.to_json())
+    s3rver.put(f"runs/{VERDICT_KEY}", lie.to_json())
     verdict = verdict_of(store)
     assert verdict.source == "probe"
     assert not verdict.honoured

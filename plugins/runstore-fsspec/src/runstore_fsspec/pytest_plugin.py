@@ -31,9 +31,11 @@ fixture is used).
     it (``make s3rver`` installs it there) and on PATH; the tests that use
     it are skipped when it is missing.
 ``s3rver``
-    The same server with a new, empty bucket (``s3rver.bucket``) for the
-    test. ``runstore.open(s3rver.url("runs"))`` reaches it (the URL carries
-    the key pair s3rver accepts).
+    The same server, with a folder of its bucket that no other test uses
+    (``s3rver.folder``): ``runstore.open(s3rver.url("runs"))`` opens a store
+    in it (the URL carries the key pair s3rver accepts) and ``s3rver.keys()``
+    lists it. The bucket (``s3rver.bucket``) is the session's, so the
+    endpoint's verdict on conditional writes is probed once per session.
 """
 
 from __future__ import annotations
@@ -98,14 +100,16 @@ def s3rver_server(request: pytest.FixtureRequest) -> Iterator[S3rver]:
             f"{S3RVER_REQUIREMENT}) or name the executable in ${S3RVER_ENV}"
         )
     with S3rver(executable) as server:
+        server.new_bucket()
         yield server
 
 
 @pytest.fixture
 def s3rver(s3rver_server: S3rver) -> S3rver:
-    """The session's s3rver, running, with a new empty bucket (``s3rver.bucket``)."""
-    if not s3rver_server.running:
+    """The session's s3rver, running, with a folder of its bucket for this test alone."""
+    if not s3rver_server.running:  # it died: a new one, with a new bucket
         s3rver_server.stop()
         s3rver_server.start()
-    s3rver_server.new_bucket()
+        s3rver_server.new_bucket()
+    s3rver_server.new_folder()
     return s3rver_server

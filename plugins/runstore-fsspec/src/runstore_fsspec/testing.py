@@ -277,7 +277,7 @@ def _wait_until_listening(host: str, port: int, alive: Callable[[], bool], timeo
 # -- s3rver (npm) -------------------------------------------------------------------------
 
 _LISTENING = re.compile(rb"listening on (\S+):(\d+)")
-_buckets = itertools.count()
+_names = itertools.count()
 
 
 def find_s3rver(*roots: Path) -> Path | None:
@@ -299,17 +299,21 @@ class S3rver:
     """The ``s3rver`` S3 emulator (npm) in a child process on ``host``, on a free port.
 
     Its data lives in a temporary folder, removed by :meth:`stop`. It does
-    not enforce conditional writes. Every bucket it serves is made with
-    :meth:`new_bucket`; :meth:`url` carries the key pair it accepts.
+    not enforce conditional writes. :meth:`url` and :meth:`keys` work under
+    :attr:`folder` of :attr:`bucket` (:meth:`new_folder` gives a test its own);
+    :meth:`url` carries the key pair s3rver accepts.
     """
 
     executable: Path
     host: str = "127.0.0.1"
     bucket: str = "runstore-test"
+    folder: str = ""
+    """A folder of :attr:`bucket` that :meth:`url` and :meth:`keys` work under (``""``: none)."""
     timeout: float = 30.0
     port: int = 0
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _directory: Path | None = field(default=None, init=False, repr=False)
+    _client: Any = field(default=None, init=False, repr=False)
 
     @property
     def endpoint(self) -> str:
@@ -319,10 +323,14 @@ class S3rver:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    def _under(self, prefix: str) -> str:
+        return f"{self.folder}/{prefix}" if self.folder else prefix
+
     def url(self, prefix: str, **options: object) -> str:
-        """A store URL for ``prefix`` in :attr:`bucket` on this endpoint, with ``options``."""
+        """A store URL for ``prefix`` in :attr:`folder` of :attr:`bucket`, with ``options``."""
         merged = {"endpoint_url": self.endpoint, **S3RVER_CREDENTIALS, **options}
-        return f"s3://{self.bucket}/{prefix}?" + "&".join(f"{k}={v}" for k, v in merged.items())
+        query = "&".join(f"{k}={v}" for k, v in merged.items())
+        return f"s3://{self.bucket}/{self._under(prefix)}?{query}"
 
     def start(self) -> None:
         """Start node on a free port (s3rver picks it and prints it); a no-op when running."""
@@ -345,8 +353,8 @@ class S3rver:
             raise
 
     def stop(self) -> None:
-        """Stop node and remove its data; a no-op when stopped."""
-        process, self._process = self._process, None
+        """Stop node and remove its data (buckets included); a no-op when stopped."""
+        process, self._process, self._client = self._process, None, None
         if process is not None:
             process.terminate()
             try:
@@ -369,30 +377,43 @@ class S3rver:
 
     def client(self) -> Any:
         """A plain botocore S3 client, for looking at the buckets from outside runstore."""
-        import botocore.session
+        if self._client is None:
+            import botocore.session
 
-        return botocore.session.get_session().create_client(
-            "s3",
-            endpoint_url=self.endpoint,
-            region_name="us-east-1",
-            aws_access_key_id=S3RVER_CREDENTIALS["key"],
-            aws_secret_access_key=S3RVER_CREDENTIALS["secret"],
-        )
+            self._client = botocore.session.get_session().create_client(
+                "s3",
+                endpoint_url=self.endpoint,
+                region_name="us-east-1",
+                aws_access_key_id=S3RVER_CREDENTIALS["key"],
+                aws_secret_access_key=S3RVER_CREDENTIALS["secret"],
+            )
+        return self._client
 
     def new_bucket(self) -> str:
         """Create an empty bucket with a name not used before, and make it :attr:`bucket`."""
-        self.bucket = f"runstore-test-{next(_buckets)}"
+        self.bucket = f"runstore-test-{next(_names)}"
         self.client().create_bucket(Bucket=self.bucket)
         return self.bucket
 
+    def new_folder(self) -> str:
+        """Work under a folder of :attr:`bucket` not used before (nothing is written)."""
+        self.folder = f"test-{next(_names)}"
+        return self.folder
+
+    def put(self, key: str, data: bytes) -> None:
+        """Store ``data`` at ``key`` under :attr:`folder`, from outside runstore."""
+        self.client().put_object(Bucket=self.bucket, Key=self._under(key), Body=data)
+
     def keys(self, prefix: str = "") -> list[str]:
-        """Every key of :attr:`bucket` under ``prefix``, sorted."""
-        client = self.client()
+        """Every key under :attr:`folder` and ``prefix``, sorted, relative to :attr:`folder`."""
+        start = len(self._under(""))
         found: list[str] = []
-        for page in client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=prefix
+        for page in (
+            self.client()
+            .get_paginator("list_objects_v2")
+            .paginate(Bucket=self.bucket, Prefix=self._under(prefix))
         ):
-            found.extend(item["Key"] for item in page.get("Contents", ()))
+            found.extend(item["Key"][start:] for item in page.get("Contents", ()))
         return sorted(found)
 
 
