@@ -314,21 +314,13 @@ def _stream(
     out = Columns(["run_id", "instance_id"], _STREAM_COLUMNS.get(stream, {}), _selection(columns))
     skipped: list[str] = []
     run_ids = [record.run_id for record in records]
-    batch: list[tuple[str, list[bytes], int]] = []
-    size = 0
-
-    def parse() -> None:
-        for block in _parse(batch, stream=stream, errors=errors, skipped=skipped):
-            out.add(block)
-        batch.clear()
-
-    for part in store.portal.iterate(_blocks(store.aio, run_ids, stream)):
-        batch.append(part)
-        size += sum(map(len, part[1]))
-        if size >= BLOCK_BYTES:
-            parse()
-            size = 0
-    parse()
+    for run_id, lines, first in store.portal.iterate(_blocks(store.aio, run_ids, stream)):
+        table = lines_table(lines)
+        if table is None:
+            table = _parse_slowly(
+                lines, first, run_id=run_id, stream=stream, errors=errors, skipped=skipped
+            )
+        out.add(_with_run_id(table, run_id))
     if skipped:
         warnings.warn(
             DamagedLinesWarning(
@@ -455,43 +447,11 @@ def _parse_slowly(
     return records_table(rows)
 
 
-def _parse(
-    batch: list[tuple[str, list[bytes], int]],
-    *,
-    stream: str,
-    errors: ReadErrors,
-    skipped: list[str],
-) -> Iterator[Any]:
-    """Blocks of several runs as tables with ``run_id``: parsed together if they can be.
-
-    One parse of several small runs' lines costs much less than one parse
-    each; if their records do not fit one table (a field's type differs
-    between runs, a damaged line), each run's lines are parsed on their own.
-    """
-    if not batch:
-        return
-    if len(batch) > 1:
-        table = lines_table([line for _, lines, _ in batch for line in lines])
-        if table is not None:
-            ids = [run_id for run_id, _, _ in batch]
-            counts = [len(lines) for _, lines, _ in batch]
-            yield _with_run_ids(table, ids, counts)
-            return
-    for run_id, lines, first in batch:
-        table = lines_table(lines)
-        if table is None:
-            table = _parse_slowly(
-                lines, first, run_id=run_id, stream=stream, errors=errors, skipped=skipped
-            )
-        yield _with_run_ids(table, [run_id], [table.num_rows])
-
-
-def _with_run_ids(block: Any, run_ids: list[str], counts: list[int]) -> Any:
-    """``block`` with a first column ``run_id``: ``counts[i]`` rows of ``run_ids[i]`` each."""
-    if "run_id" in block.column_names:  # the run's id wins over a record's own
+def _with_run_id(block: Any, run_id: str) -> Any:
+    """``block`` with a first column ``run_id``: the run's, whatever a record says."""
+    if "run_id" in block.column_names:
         block = block.drop_columns(["run_id"])
-    indices = pa.array([i for i, count in enumerate(counts) for _ in range(count)], pa.int32())
-    return block.add_column(0, "run_id", pa.array(run_ids, _STRING).take(indices))
+    return block.add_column(0, "run_id", pa.array([run_id] * block.num_rows, _STRING))
 
 
 def _selection(columns: Sequence[str] | None) -> Callable[[str], bool] | None:
