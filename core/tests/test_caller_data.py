@@ -83,7 +83,7 @@ def test_state_that_is_not_a_json_object_is_refused_and_nothing_written(
 def test_two_writers_racing_on_state_one_gets_a_conflict(store: runstore.Store) -> None:
     first = store.create_run(run_id="run_s")
     first.start()
-    second = store.resume_run("run_s")
+    second = store.resume_run("run_s", force=True)  # a second writer, taking over
     second.set_state({"by": "second"})
     with pytest.raises(ConflictError):
         first.set_state({"by": "first"})

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Self, TypeVar
 
 import orjson
@@ -26,7 +26,12 @@ from runstore.context import Scope, correlate, step_scope
 from runstore.context import active as _correlation
 from runstore.engine.core import RunCore, outcome
 from runstore.engine.scopes import InstanceScope
-from runstore.engine.store import DEFAULT_HEARTBEAT_SECONDS, StoreCore
+from runstore.engine.store import (
+    DEFAULT_HEARTBEAT_SECONDS,
+    StoreCore,
+    new_owner_token,
+    owner_stale_after,
+)
 from runstore.model.checks import checked_async
 from runstore.model.errors import (
     AlreadyExistsError,
@@ -181,6 +186,7 @@ class AsyncStore:
 
     async def aclose(self) -> None:
         """Release open runs (their records stay durable; they stay unfinished) and backends."""
+        self.core.check_loop()
         await self.core.aclose()
 
     # -- writing --------------------------------------------------------------
@@ -209,6 +215,7 @@ class AsyncStore:
         ``list_runs(where=...)``, and changeable later (:meth:`set_metadata`,
         :meth:`set_tags`), also after the run finished.
         """
+        self.core.check_loop()
         now = utcnow()
         labels = validate_metadata(metadata)
         check_finite(config, "config")
@@ -231,29 +238,36 @@ class AsyncStore:
             RunManifest(run_id="x", **fields).model_dump_json()
         except (ValueError, PydanticSerializationError) as exc:
             raise InvalidInputError(f"invalid run metadata: {exc}") from None
+        owner = new_owner_token()
         if run_id is not None:
             validate_run_id(run_id)
-            manifest, state = self._first_snapshots(run_id, fields, now)
+            manifest, state = self._first_snapshots(run_id, fields, now, owner)
             await self.core.state.create_run(manifest, state)
         else:
-            manifest, state = await self._claim_generated_id(fields, now)
+            manifest, state = await self._claim_generated_id(fields, now, owner)
         self.plugins.run_created(manifest, state)
-        return AsyncRun(self, RunCore(self.core, manifest, state))
+        return AsyncRun(self, RunCore(self.core, manifest, state, owner=owner))
 
-    @staticmethod
     def _first_snapshots(
-        run_id: str, fields: dict[str, Any], now: datetime
+        self, run_id: str, fields: dict[str, Any], now: datetime, owner: str
     ) -> tuple[RunManifest, RunState]:
         manifest = RunManifest(run_id=run_id, **fields)
-        return manifest, RunState(run_id=run_id, created_at=now, updated_at=now)
+        state = RunState(
+            run_id=run_id,
+            created_at=now,
+            updated_at=now,
+            owner=owner,
+            heartbeat_seconds=self.core.heartbeat_interval,
+        )
+        return manifest, state
 
     async def _claim_generated_id(
-        self, fields: dict[str, Any], now: datetime
+        self, fields: dict[str, Any], now: datetime, owner: str
     ) -> tuple[RunManifest, RunState]:
         prefix = f"run_{now:%Y%m%d}_"
         number = await self.core.state.highest_run_number(prefix) + 1
         for _ in range(10_000):
-            manifest, state = self._first_snapshots(f"{prefix}{number:03d}", fields, now)
+            manifest, state = self._first_snapshots(f"{prefix}{number:03d}", fields, now, owner)
             try:
                 await self.core.state.create_run(manifest, state)
             except AlreadyExistsError:
@@ -262,24 +276,47 @@ class AsyncStore:
             return manifest, state
         raise ConflictError(f"could not claim a run id with prefix {prefix!r} after 10000 tries")
 
-    async def resume_run(self, run_id: str) -> AsyncRun:
+    async def resume_run(
+        self, run_id: str, *, force: bool = False, stale_after: timedelta | None = None
+    ) -> AsyncRun:
         """Reopen a run that is not finished (its writer died or handed over) for writing.
+
+        A run whose writer is alive is a :class:`~runstore.model.errors.ConflictError`
+        naming the owner and its last heartbeat: a run has one writer. Its writer
+        is taken for dead when it released the run (closed it, or its store,
+        without finishing), or when its heartbeat is older than ``stale_after``
+        (default: three of the owner's heartbeat intervals, five minutes if it
+        sends none). ``force=True`` takes the run over anyway: the old writer
+        gets a conflict on its next state write or heartbeat, and stops writing.
 
         Counts for the summary are rebuilt from the stored streams, and each
         stream's torn tail (a write cut short by a crash) is repaired, whether
         or not the stream is written again. A finished run raises
         :class:`~runstore.model.errors.ConflictError`.
         """
+        self.core.check_loop()
         view = await self.get_run(run_id)
-        if view.state.status in ("succeeded", "failed", "cancelled"):
+        state = view.state
+        if state.status in ("succeeded", "failed", "cancelled"):
             raise ConflictError(
-                f"run {run_id!r} has finished ({view.state.status}); it cannot be resumed",
-                details={"run_id": run_id, "status": view.state.status},
+                f"run {run_id!r} has finished ({state.status}); it cannot be resumed",
+                details={"run_id": run_id, "status": state.status},
             )
-        core = RunCore(self.core, view.manifest, view.state)
+        bound = owner_stale_after(state) if stale_after is None else stale_after
+        if state.owner is not None and not force and not state.heartbeat_stale(utcnow(), bound):
+            beat = state.heartbeat_at or state.updated_at
+            raise ConflictError(
+                f"run {run_id!r} is being written by {state.owner} (last heartbeat "
+                f"{beat.isoformat()}); a run has one writer. Resume it once that writer "
+                "has closed it or stopped, or pass force=True to take it over",
+                details={"run_id": run_id, "owner": state.owner, "heartbeat_at": beat.isoformat()},
+            )
+        core = RunCore(self.core, view.manifest, state, owner=new_owner_token())
         await core.restore(view)
+        changes: dict[str, Any] = {"heartbeat_seconds": self.core.heartbeat_interval}
         if core.state.status in ("created", "crashed"):
-            await core.write_state(status="running", started_at=core.state.started_at or utcnow())
+            changes.update(status="running", started_at=core.state.started_at or utcnow())
+        await core.write_state(**changes)  # claims the run: the old owner's next write conflicts
         for stream, torn in sorted(view.torn_tails.items()):
             if torn:  # opening the stream's writer cuts its torn tail off
                 await core.open_writer(stream, internal=stream == ARTIFACTS_STREAM)
@@ -290,6 +327,7 @@ class AsyncStore:
 
     async def get_run(self, run_id: str) -> AsyncRunView:
         """Open a run for reading. Raises :class:`~runstore.model.errors.NotFoundError`."""
+        self.core.check_loop()
         validate_run_id(run_id)
         view = AsyncRunView(self, await self.core.state.read_manifest(run_id))
         await view.refresh()
@@ -315,12 +353,13 @@ class AsyncStore:
         (``"metadata.project = 'demo' AND summary.pass_rate < 0.9"``, see
         :mod:`runstore.model.query`), on top of the other filters. ``order_by``
         sorts (``"-created_at"``, ``["metadata.lang", "summary.pass_rate DESC"]``).
-        The result is a list, a :class:`~runstore.model.selection.Page`: with a
+        The result is a read-only sequence, a :class:`~runstore.model.selection.Page`: with a
         ``limit``, its ``next_page_token`` asks for the next page
         (``page_token=``), or is ``None`` after the last one. A malformed filter
         is an :class:`~runstore.model.errors.InvalidInputError` naming the
         position and what was expected there.
         """
+        self.core.check_loop()
         if (limit is not None and limit < 0) or offset < 0:
             raise InvalidInputError("limit and offset must not be negative")
         for moment in (created_after, created_before):
@@ -353,6 +392,7 @@ class AsyncStore:
         has the limits). A live writer, here or in another process, keeps
         writing: its next state write builds on the new labels.
         """
+        self.core.check_loop()
         validate_run_id(run_id)
         await self.core.relabel(run_id, metadata)
         return await self._record(run_id)
@@ -361,6 +401,7 @@ class AsyncStore:
         self, run_id: str, *, add: Collection[str] = (), remove: Collection[str] = ()
     ) -> RunRecord:
         """Add and remove tags of a run (also after it finished); the new index record."""
+        self.core.check_loop()
         validate_run_id(run_id)
         await self.core.relabel(run_id, add=add, remove=remove)
         return await self._record(run_id)
@@ -371,6 +412,7 @@ class AsyncStore:
 
     async def delete_run(self, run_id: str, *, force: bool = False) -> None:
         """Delete a run's state, streams and artifacts. A live run needs ``force=True``."""
+        self.core.check_loop()
         validate_run_id(run_id)
         state = await self.core.state.read_state(run_id)
         if not state.is_terminal and not force:
@@ -431,6 +473,12 @@ class AsyncRun:
         """Mark the run ``running`` (done by ``with run:`` and by the first append)."""
         await self.core.start()
 
+    async def release(self) -> None:
+        """Stop writing without finishing: close the streams (every record stays
+        durable) and give up ownership, so ``resume_run`` may take the run at once.
+        Closing the store does the same for every run it still has open."""
+        await self.core.release()
+
     async def set_phase(
         self,
         name: str,
@@ -487,7 +535,7 @@ class AsyncRun:
             record = correlate(core.run_id, record)
         line = encode_record(record)
         writer = core.writers.get(stream) if type(stream) is str else None
-        if writer is None:  # the slow path validates the name
+        if writer is None or core.loop_bound:  # the slow path validates the name (and loop)
             writer = await core.open_writer(stream)
         if not core.write(writer, stream, line, record):
             await writer.commit()
@@ -606,11 +654,13 @@ class AsyncRunView:
 
     async def refresh(self) -> None:
         """Reload ``state`` and ``summary``."""
+        self.store.core.check_loop()
         self.state = await self.store.state_backend.read_state(self.run_id)
         self.summary = await self.store.state_backend.read_summary(self.run_id)
 
     async def streams(self) -> list[str]:
         """Names of the run's streams, sorted (``artifacts`` included once one is stored)."""
+        self.store.core.check_loop()
         return await self.store.log_backend.list_streams(self.run_id)
 
     async def follow_chunks(
@@ -622,6 +672,7 @@ class AsyncRunView:
         thread) so the event loop only moves bytes. With ``follow=True`` it
         polls for more until the run has finished, then drains once more.
         """
+        self.store.core.check_loop()
         validate_stream_name(stream, allow_reserved=True)
         if decoder.errors == "skip":
             self.damaged[stream] = decoder.damaged  # filled as the consumer decodes
@@ -651,6 +702,7 @@ class AsyncRunView:
 
         ``errors`` as in :meth:`read`.
         """
+        self.store.core.check_loop()
         decoder = LineDecoder(stream, errors=errors)
         async for chunk in self.follow_chunks(
             stream, decoder, follow=follow, poll_interval=poll_interval
@@ -688,6 +740,7 @@ class AsyncRunView:
         For your own parser (``Model.model_validate_json(line)``); a torn tail
         is held back as in :meth:`read`.
         """
+        self.store.core.check_loop()
         decoder = LineDecoder(stream)
         async for chunk in self.follow_chunks(
             stream, decoder, follow=follow, poll_interval=poll_interval
@@ -697,6 +750,7 @@ class AsyncRunView:
 
     async def artifacts(self) -> list[ArtifactRef]:
         """References of every stored artifact, in the order they were stored."""
+        self.store.core.check_loop()
         refs: dict[str, ArtifactRef] = {}
         line = 0
         async for batch in self.read_batches(ARTIFACTS_STREAM):
@@ -722,6 +776,7 @@ class AsyncRunView:
 
         Raises :class:`~runstore.model.errors.NotFoundError` if there is none.
         """
+        self.store.core.check_loop()
         validate_artifact_name(name)
         for ref in await self.artifacts():
             if ref.name == name:
@@ -734,6 +789,7 @@ class AsyncRunView:
 
     async def open_artifact(self, name: str, *, verify: bool = False) -> AsyncIterator[bytes]:
         """The artifact's bytes in chunks; ``verify=True`` checks the sha256 at the end."""
+        self.store.core.check_loop()
         validate_artifact_name(name)
         chunks = self.store.artifact_backend.read_chunks(self.run_id, name)
         if verify:

@@ -9,7 +9,7 @@ thread through the backend's writer, so it costs about as much as a raw
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -149,9 +149,12 @@ class Store:
         )
         return Run(arun, self.portal)
 
-    def resume_run(self, run_id: str) -> Run:
+    def resume_run(
+        self, run_id: str, *, force: bool = False, stale_after: timedelta | None = None
+    ) -> Run:
         """Reopen an unfinished run for writing; see :meth:`runstore.aio.AsyncStore.resume_run`."""
-        return Run(self.portal.call(self.aio.resume_run(run_id)), self.portal)
+        resumed = self.aio.resume_run(run_id, force=force, stale_after=stale_after)
+        return Run(self.portal.call(resumed), self.portal)
 
     def get_run(self, run_id: str) -> RunView:
         """Open a run for reading. Raises :class:`~runstore.model.errors.NotFoundError`."""
@@ -258,6 +261,10 @@ class Run:
     def start(self) -> None:
         """Mark the run ``running`` (``with run:`` and the first append do it)."""
         self._portal.call(self.aio.start())
+
+    def release(self) -> None:
+        """Stop writing without finishing; see :meth:`runstore.aio.AsyncRun.release`."""
+        self._portal.call(self.aio.release())
 
     def set_state(self, data: Mapping[str, Any] | BaseModel) -> RunState:
         """Replace the caller's state; see :meth:`runstore.aio.AsyncRun.set_state`."""

@@ -115,12 +115,23 @@ class RunCore:
     :param state: the stored state this writer builds on.
     :param live: register with the store, so closing the store releases the run
         (maintenance works on detached cores).
+    :param owner: the ownership token this writer writes into every state it
+        writes (``None``: a detached core keeps the stored owner).
     """
 
     def __init__(
-        self, store: StoreCore, manifest: RunManifest, state: RunState, *, live: bool = True
+        self,
+        store: StoreCore,
+        manifest: RunManifest,
+        state: RunState,
+        *,
+        live: bool = True,
+        owner: str | None = None,
     ) -> None:
         self.store = store
+        self.owner = owner
+        self.loop_bound = store.loop_bound
+        """Appends take the slow path, which checks the loop (``StoreCore.check_loop``)."""
         self.manifest = manifest
         self.run_id = manifest.run_id
         self.state = state
@@ -147,6 +158,8 @@ class RunCore:
         """A state whose write raised after it may have landed (see :meth:`write_state`)."""
         self._heartbeat: asyncio.Task[None] | None = None
         self._deleted = False
+        self._lost: ConflictError | None = None
+        """Why this writer no longer owns the run (another took it over), once it knows."""
         self._started_mono: float | None = None
         self._forked = False
         guard(self)
@@ -222,6 +235,7 @@ class RunCore:
 
     async def open_writer(self, stream: str, *, internal: bool = False) -> StreamWriter:
         """The writer of ``stream``, opened (and the run started) on first use."""
+        self.store.check_loop()
         validate_stream_name(stream, allow_reserved=internal)
         writers = self._internal if internal else self.writers
         writer = writers.get(stream)
@@ -245,6 +259,7 @@ class RunCore:
 
     async def flush(self) -> None:
         """Make every record written so far durable."""
+        self.store.check_loop()
         for stream, writer in self._all_writers():
             await writer.commit()
             self._flushed(stream)
@@ -279,6 +294,7 @@ class RunCore:
         also while it is written: a write refused because the stored state
         differs from this writer's only in labels is rebuilt on the stored one.
         """
+        self.store.check_loop()
         self._check_not_deleted()
         if self._state_lock is None:
             self._state_lock = asyncio.Lock()
@@ -288,6 +304,8 @@ class RunCore:
                 base = self.state
                 update = {**changes, **(edit(base) if edit is not None else {})}
                 update.update(revision=base.revision + 1, updated_at=now)
+                if self.owner is not None and "owner" not in update:
+                    update["owner"] = self.owner
                 if beat:
                     update["heartbeat_at"] = now
                 new = base.model_copy(update=update)
@@ -388,10 +406,26 @@ class RunCore:
             await asyncio.sleep(interval)
             try:
                 await self.write_state(notify=False)
-            except ConflictError:
-                return  # someone else (recover, another writer) owns the state now
+            except ConflictError as exc:  # recover or another writer took the run over
+                await self._dispossessed(exc)
+                return
             except RunstoreError:
                 continue
+
+    async def _dispossessed(self, cause: ConflictError) -> None:
+        """Another writer owns the run now: close the stream writers (what they hold
+        stays durable) so that every later write of this one is a conflict."""
+        self._lost = ConflictError(
+            f"run {self.run_id!r} was taken over by another writer or marked crashed "
+            f"by recover; this writer no longer owns it ({cause.message})",
+            details={"run_id": self.run_id, **cause.details},
+        )
+        with self._lock:
+            writers = [*self.writers.values(), *self._internal.values()]
+            self.writers, self._internal = {}, {}
+        for writer in writers:
+            with contextlib.suppress(RunstoreError, OSError):
+                await writer.close()
 
     async def set_phase(
         self,
@@ -430,6 +464,7 @@ class RunCore:
         Its ``metadata`` is as immutable as its bytes: putting identical bytes
         again with other metadata is a :class:`~runstore.model.errors.ConflictError`.
         """
+        self.store.check_loop()
         if kind not in _KINDS:
             raise InvalidInputError(
                 f"unknown artifact kind {kind!r}; choose one of {', '.join(sorted(_KINDS))}",
@@ -502,6 +537,8 @@ class RunCore:
     def _check_not_deleted(self) -> None:
         if self._forked:
             raise forked_error("run")
+        if self._lost is not None:
+            raise self._lost
         if self._deleted:
             raise ConflictError(
                 f"run {self.run_id!r} was deleted while this writer had it open; "
@@ -509,8 +546,12 @@ class RunCore:
                 details={"run_id": self.run_id},
             )
 
-    async def release(self, *, discard: bool = False) -> None:
-        """Stop the heartbeat and close the stream writers (records stay durable)."""
+    async def release(self, *, discard: bool = False, disown: bool = True) -> None:
+        """Stop the heartbeat and close the stream writers (records stay durable).
+
+        With ``disown`` (closing without finishing), the state says no writer
+        holds the run any more, so the next ``resume_run`` takes it at once.
+        """
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -526,6 +567,14 @@ class RunCore:
             await writer.close()
             self._flushed(stream)
         self.store.live.discard(self)
+        holds = self.owner is not None and self.state.owner == self.owner
+        if disown and holds and not (discard or self._forked or self._lost or self.summary):
+            with contextlib.suppress(RunstoreError):  # taken over: not ours to release
+                await self.write_state(notify=False, beat=False, owner=None)
+            self._lost = ConflictError(
+                f"this writer released run {self.run_id!r}; resume_run it to write again",
+                details={"run_id": self.run_id},
+            )
 
     async def finish(
         self,
@@ -539,6 +588,7 @@ class RunCore:
         ``metrics`` are the caller's own aggregates (``p95_latency_ms``): they
         join the last values of the logged metrics in ``summary.metrics``.
         """
+        self.store.check_loop()
         if self.summary is not None:
             return self.summary
         if status not in _FINAL_STATUSES:
@@ -550,7 +600,7 @@ class RunCore:
             for name, value in (metrics or {}).items()
         )
         self._check_not_deleted()
-        await self.release()
+        await self.release(disown=False)
         await self.store.logs.finalize(self.run_id)
         summary = self._summarise(status, given)
         # A writer whose state is stale (recover marked the run crashed, another
@@ -564,7 +614,11 @@ class RunCore:
             )
         await self.store.state.write_summary(summary)
         await self.write_state(
-            summary=summary, status=status, finished_at=summary.finished_at, error=error
+            summary=summary,
+            status=status,
+            finished_at=summary.finished_at,
+            error=error,
+            owner=None,
         )
         self.summary = summary
         self.store.plugins.run_finished(summary)

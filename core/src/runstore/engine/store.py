@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import os
+import secrets
+import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, get_args
 
 from runstore.engine.core import RunCore
@@ -20,10 +26,36 @@ from runstore.spi.backends import (
     StateBackend,
 )
 
-__all__ = ["DEFAULT_HEARTBEAT_SECONDS", "StoreCore"]
+__all__ = [
+    "DEFAULT_HEARTBEAT_SECONDS",
+    "MISSED_BEATS",
+    "StoreCore",
+    "new_owner_token",
+    "owner_stale_after",
+]
 
 DEFAULT_HEARTBEAT_SECONDS = 30.0
 """How often a live run refreshes ``heartbeat_at`` (``heartbeat_interval`` option)."""
+
+MISSED_BEATS = 3
+"""Heartbeats a live writer may miss before ``resume_run`` takes its run over."""
+
+NO_HEARTBEAT_STALE_AFTER = timedelta(minutes=5)
+"""When a writer is taken for dead if it sends no heartbeat (``heartbeat_interval=0``)."""
+
+
+def owner_stale_after(state: RunState) -> timedelta:
+    """How old the heartbeat of ``state``'s owner may be while it counts as alive."""
+    interval = state.heartbeat_seconds
+    if not interval:
+        return NO_HEARTBEAT_STALE_AFTER
+    return timedelta(seconds=MISSED_BEATS * interval)
+
+
+def new_owner_token() -> str:
+    """A fresh ownership token: ``host:pid:random``, readable in a conflict message."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(6)}"
+
 
 _RELABEL_TRIES = 20
 
@@ -62,16 +94,38 @@ class StoreCore:
             )
         self.url = url
         self.plugins = Plugins(plugins)
-        chosen, self._objects = _build_backends(self.plugins, url, routes, options)
+        chosen, self._objects = _build_backends(self.plugins, url, routes, options, durability)
         self.specs: dict[Concern, BackendSpec] = {c: ch.spec for c, ch in chosen.items()}
         self.state: StateBackend = chosen["state"].backend  # type: ignore[assignment]
         self.logs: LogBackend = chosen["logs"].backend  # type: ignore[assignment]
         self.artifacts: ArtifactBackend = chosen["artifacts"].backend  # type: ignore[assignment]
         self.durability = durability
         self.heartbeat_interval = heartbeat_interval
+        self.loop_bound = not all(
+            getattr(getattr(b, "capabilities", None), "any_event_loop", True) for b in self._objects
+        )
+        """Some backend's clients belong to one event loop (see :meth:`check_loop`)."""
+        self.home: asyncio.AbstractEventLoop | None = None
         # Strong references: a run the caller dropped unfinished still holds open
         # streams (and their locks) until aclose() releases it.
         self.live: set[RunCore] = set()
+
+    def check_loop(self) -> None:
+        """Refuse a call from another event loop than the one that first used a store
+        whose backend is bound to its loop (it would fail deep in the client, or hang)."""
+        if not self.loop_bound:
+            return
+        loop = asyncio.get_running_loop()
+        if self.home is None:
+            self.home = loop
+        elif loop is not self.home:
+            raise InvalidInputError(
+                "this store was first used on another event loop, and its "
+                "backend's clients belong to that loop: open a store in each loop (inside "
+                "each asyncio.run()), or use the sync runstore.open(), which works from "
+                "any thread",
+                details={"url": self.url},
+            )
 
     async def aclose(self) -> None:
         """Release open runs (their records stay durable; they stay unfinished) and backends."""
@@ -113,7 +167,11 @@ class StoreCore:
 
 
 def _build_backends(
-    plugins: Plugins, url: str, routes: dict[Concern, str | None], options: dict[str, Any]
+    plugins: Plugins,
+    url: str,
+    routes: dict[Concern, str | None],
+    options: dict[str, Any],
+    durability: Durability | None,
 ) -> tuple[dict[Concern, _Chosen], list[object]]:
     built: dict[str, _Chosen] = {}
     chosen: dict[Concern, _Chosen] = {}
@@ -122,6 +180,7 @@ def _build_backends(
         concern_url = routes.get(concern) or url
         if concern_url not in built:
             forced, target = parse_target(concern_url, options if concern_url == url else None)
+            target = dataclasses.replace(target, durability=durability)
             spec = select_backend(forced, target, specs)
             built[concern_url] = _Chosen(spec, spec.factory(target))
         this = built[concern_url]

@@ -6,7 +6,7 @@ given, ``[]`` means known to be empty.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
@@ -117,10 +117,26 @@ class RunState(_Model):
     manifest's is current). It may change after the run finished."""
     tags: list[str] | None = None
     """The run's current tags; ``None`` until changed after creation (like ``metadata``)."""
+    owner: str | None = None
+    """The ownership token (``host:pid:random``) of the writer that holds the run, or
+    ``None`` when none does (finished, or its writer closed without finishing).
+    Every state write is a compare-and-swap, so a writer whose run was taken over
+    gets a conflict on its next write."""
+    heartbeat_seconds: float | None = None
+    """The owner's heartbeat interval (0: it sends none), so a reader can tell
+    a stale heartbeat from a slow one."""
 
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
+
+    def heartbeat_stale(self, now: datetime, stale_after: timedelta) -> bool:
+        """The last heartbeat (or write) is older than ``stale_after``, or further
+        than ``stale_after`` in the future (the writer's or reader's clock stepped):
+        either way no writer can be counted on to be alive."""
+        beat = self.heartbeat_at or self.updated_at
+        age = now - beat
+        return age >= stale_after or -age > stale_after
 
 
 class RunSummary(_Model):

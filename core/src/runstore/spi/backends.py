@@ -70,6 +70,10 @@ class Capabilities:
         backend writes segments and compacts them when the run finishes.
     :ivar consistent_listing: a run is listed as soon as ``create_run`` returns.
     :ivar persistent: data outlives the process.
+    :ivar any_event_loop: the backend may be called from any event loop, one
+        after another or one per thread; ``False`` when its clients belong to
+        the loop that first used them (aiobotocore's, say): runstore then
+        refuses calls from another loop with a clear ``invalid_input``.
     """
 
     conditional_create: bool = True
@@ -77,6 +81,7 @@ class Capabilities:
     native_append: bool = True
     consistent_listing: bool = True
     persistent: bool = True
+    any_event_loop: bool = True
 
     @property
     def multi_writer(self) -> bool:
@@ -92,12 +97,18 @@ class Target:
     :ivar scheme: ``file`` for bare paths, otherwise the URL scheme.
     :ivar path: for ``file`` the absolute local path; otherwise ``netloc + path``.
     :ivar options: keyword options merged with the URL query parameters.
+    :ivar durability: the store's durability policy (``None``: the backend's
+        default). One rule for everything a backend writes: state snapshots,
+        summaries and artifacts are as durable on return as a record is under
+        this policy (under ``flush`` they survive a crash of the process, under
+        ``fsync`` a power cut too).
     """
 
     url: str
     scheme: str
     path: str
     options: dict[str, Any] = field(default_factory=dict)
+    durability: Durability | None = None
 
 
 @dataclass(frozen=True)

@@ -96,8 +96,9 @@ def fsync_dir(dir_fd: int) -> None:
     os.fsync(dir_fd)
 
 
-def atomic_write(dir_fd: int, name: str, data: bytes, tmp_fd: int) -> None:
-    """Replace ``name`` in ``dir_fd`` with ``data``: temp + fsync + rename + fsync dir.
+def atomic_write(dir_fd: int, name: str, data: bytes, tmp_fd: int, *, sync: bool = True) -> None:
+    """Replace ``name`` in ``dir_fd`` with ``data``: temp + rename, with ``sync`` an
+    fsync of the file before and of the directory after (a power cut keeps it).
 
     A reader sees the old or the new file, never a partial one.
     """
@@ -106,7 +107,8 @@ def atomic_write(dir_fd: int, name: str, data: bytes, tmp_fd: int) -> None:
     try:
         with opened(fd):
             write_all(fd, data)
-            os.fsync(fd)
+            if sync:
+                os.fsync(fd)
         os.replace(tmp, name, src_dir_fd=tmp_fd, dst_dir_fd=dir_fd)
     except BaseException:
         try:
@@ -114,7 +116,8 @@ def atomic_write(dir_fd: int, name: str, data: bytes, tmp_fd: int) -> None:
         except OSError:
             pass
         raise
-    fsync_dir(dir_fd)
+    if sync:
+        fsync_dir(dir_fd)
 
 
 def read_file(dir_fd: int, name: str) -> bytes:
