@@ -50,6 +50,25 @@ def fsspec(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def conformance(session: nox.Session) -> None:
+    """The conformance kit's long form on every backend: the ``thorough`` profile (500 new
+    random operation sequences per backend, failures kept in the temporary folder).
+    ``make test`` runs the derandomised ``ci`` profile."""
+    _install_dev(session)
+    session.run(
+        "pytest",
+        "core/tests/test_memory_conformance.py",
+        "core/tests/test_kit_kv.py",
+        "plugins",
+        "docs/examples",
+        "-k",
+        "random_operations",
+        *session.posargs,
+        env={"RUNSTORE_CONFORMANCE_PROFILE": "thorough"},
+    )
+
+
+@nox.session(python=PYTHON)
 def integration(session: nox.Session) -> None:
     """Cross-package tests: discovery, config selection, CLI, crash and fault tests."""
     _install_dev(session)

@@ -9,13 +9,21 @@ The last tests cover how an author can misuse or tune the state machine.
 from __future__ import annotations
 
 import re
+import tempfile
 import textwrap
 import uuid
+from pathlib import Path
 
 import pytest
+from hypothesis.database import DirectoryBasedExampleDatabase
 
 import runstore
-from runstore.testing import EXAMPLES_ENV, run_state_machine, state_machine_settings
+from runstore.testing import (
+    EXAMPLES_ENV,
+    PROFILE_ENV,
+    run_state_machine,
+    state_machine_settings,
+)
 
 pytest_plugins = ["pytester"]
 
@@ -260,6 +268,37 @@ def test_an_examples_variable_that_is_not_a_number_is_refused(
 ) -> None:
     monkeypatch.setenv(EXAMPLES_ENV, "lots")
     with pytest.raises(ValueError, match="RUNSTORE_CONFORMANCE_EXAMPLES must be a whole number"):
+        state_machine_settings()
+
+
+def test_the_default_profile_is_derandomised_and_writes_no_example_database(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(PROFILE_ENV, raising=False)
+    monkeypatch.delenv(EXAMPLES_ENV, raising=False)
+    chosen = state_machine_settings()
+    assert (chosen.derandomize, chosen.database, chosen.max_examples) == (True, None, 50)
+
+
+def test_the_thorough_profile_tries_more_and_keeps_examples_in_the_temporary_folder(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv(PROFILE_ENV, "thorough")
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # read TMPDIR again
+    chosen = state_machine_settings()
+    assert (chosen.derandomize, chosen.max_examples) == (False, 500)
+    assert isinstance(chosen.database, DirectoryBasedExampleDatabase)
+    assert str(chosen.database.path).startswith(str(tmp_path))
+    monkeypatch.setenv(EXAMPLES_ENV, "7")
+    assert state_machine_settings().max_examples == 7
+
+
+def test_an_unknown_profile_is_refused_with_the_choices(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(PROFILE_ENV, "fast")
+    with pytest.raises(
+        ValueError, match="RUNSTORE_CONFORMANCE_PROFILE must be one of ci, thorough"
+    ):
         state_machine_settings()
 
 
