@@ -145,7 +145,6 @@ def test_flaky_finds_a_test_that_flipped_between_two_recorded_sessions(
     pytester.makepyfile(
         test_flip="""
         from pathlib import Path
-from typing import Any
 
         def test_flips():
             marker = Path("ran-once")
@@ -158,6 +157,8 @@ from typing import Any
         """
     )
     for _ in range(2):
-        pytester.runpytest("-p", "no:cacheprovider", f"--runstore={store_path}")
+        pytester.runpytest(
+            "-p", "no:cacheprovider", "-p", "no:hypothesispytest", f"--runstore={store_path}"
+        )
     (flaky,) = flaky_tests(open_store())
     assert (flaky.nodeid, flaky.history) == ("test_flip.py::test_flips", "PF")

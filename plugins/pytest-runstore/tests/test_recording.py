@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
-from collections.abc import Callable
+import textwrap
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,11 +58,39 @@ OUTCOMES = """
 """
 
 
+@pytest.fixture(scope="module")
+def outcomes_session(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[subprocess.CompletedProcess[str], runstore.RunView]]:
+    """OUTCOMES recorded once, in a pytest process of its own, for the tests that read it."""
+    root = tmp_path_factory.mktemp("outcomes")
+    (root / "pytest.ini").write_text("[pytest]\n")
+    (root / "test_outcomes.py").write_text(textwrap.dedent(OUTCOMES))
+    env = {k: v for k, v in os.environ.items() if k not in _RECORDING_ENV}
+    store_path = root / "store"
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", *INNER_ARGS, f"--runstore={store_path}"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    with runstore.open(str(store_path)) as store:
+        (record,) = store.list_runs()
+        yield done, store.get_run(record.run_id)
+
+
+_RECORDING_ENV = ("PYTEST_ADDOPTS", "PYTEST_RUNSTORE_URL", "RUNSTORE_URL")
+
+Session = tuple[subprocess.CompletedProcess[str], runstore.RunView]
+
+
 def _instances(view: runstore.RunView) -> dict[str, dict[str, Any]]:
     return {r["nodeid"]: r for r in view.read("instances")}
 
 
-INNER_ARGS = ("-p", "no:cacheprovider", "-W", "error")
+INNER_ARGS = ("-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-W", "error")
 """Every inner session: no cache files, and any warning (ours included) is an error."""
 
 
@@ -69,12 +99,11 @@ def _record(pytester: pytest.Pytester, store_path: Path, *args: str) -> pytest.R
 
 
 def test_every_outcome_is_an_instance_with_status_outcome_and_duration(
-    pytester: pytest.Pytester, store_path: Path, only_run: Callable[[], runstore.RunView]
+    outcomes_session: Session,
 ) -> None:
-    pytester.makepyfile(test_outcomes=OUTCOMES)
-    result = _record(pytester, store_path)
-    result.assert_outcomes(passed=2, failed=2, errors=2, skipped=1, xfailed=1, xpassed=1)
-    view = only_run()
+    done, view = outcomes_session
+    assert "2 failed, 2 passed, 1 skipped, 1 xfailed, 1 xpassed, 2 errors" in done.stdout
+    assert done.returncode == pytest.ExitCode.TESTS_FAILED
     found = {
         nodeid.split("::")[1]: (r["outcome"], r["status"]) for nodeid, r in _instances(view).items()
     }
@@ -102,11 +131,9 @@ def test_every_outcome_is_an_instance_with_status_outcome_and_duration(
 
 
 def test_failures_keep_their_longrepr_in_the_record_and_as_an_artifact(
-    pytester: pytest.Pytester, store_path: Path, only_run: Callable[[], runstore.RunView]
+    outcomes_session: Session,
 ) -> None:
-    pytester.makepyfile(test_outcomes=OUTCOMES)
-    _record(pytester, store_path)
-    view = only_run()
+    _, view = outcomes_session
     records = _instances(view)
     failed = records["test_outcomes.py::test_fails"]
     assert "one is not two" in failed["longrepr"]
@@ -124,11 +151,9 @@ def test_failures_keep_their_longrepr_in_the_record_and_as_an_artifact(
 
 
 def test_setup_call_and_teardown_are_steps_with_outcomes_and_durations(
-    pytester: pytest.Pytester, store_path: Path, only_run: Callable[[], runstore.RunView]
+    outcomes_session: Session,
 ) -> None:
-    pytester.makepyfile(test_outcomes=OUTCOMES)
-    _record(pytester, store_path)
-    view = only_run()
+    _, view = outcomes_session
     steps: dict[str, list[tuple[str, str]]] = {}
     for step in view.read("steps"):
         assert step["duration_ms"] >= 0 and step["started_at"]

@@ -34,7 +34,15 @@ def test_workers_tests_fixture_data_and_logs_land_in_one_run(
         """
     )
     result = pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", "-W", "error", "-n", "2", f"--runstore={store_path}"
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "no:hypothesispytest",
+        "-W",
+        "error",
+        "-n",
+        "2",
+        f"--runstore={store_path}",
     )
     result.assert_outcomes(passed=5, failed=1)
     view = only_run()
