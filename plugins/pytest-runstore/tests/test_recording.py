@@ -440,3 +440,29 @@ def test_files_named_by_runstore_artifacts_are_stored_when_the_session_ends(
     view = only_run()
     assert [a.name for a in view.artifacts()] == ["files/out/coverage.xml"]
     assert view.read_artifact("files/out/coverage.xml") == b"<coverage/>"
+
+
+def test_an_outcome_another_plugin_invents_is_kept_and_recording_goes_on(
+    pytester: pytest.Pytester, store_path: Path, only_run: Callable[[], runstore.RunView]
+) -> None:
+    # pytest-rerunfailures reports a failed attempt with the outcome 'rerun'.
+    pytester.makeconftest(
+        """
+        import pytest
+
+        @pytest.hookimpl(wrapper=True)
+        def pytest_runtest_makereport(item, call):
+            report = yield
+            if item.name == "test_retried" and report.when == "call":
+                report.outcome = "rerun"
+            return report
+        """
+    )
+    pytester.makepyfile("def test_retried(): pass\ndef test_after(): pass\n")
+    result = _record(pytester, store_path)
+    assert not any(line.startswith("runstore: warning") for line in result.outlines)
+    found = {
+        r["nodeid"].split("::")[1]: (r["outcome"], r["status"])
+        for r in only_run().read("instances")
+    }
+    assert found == {"test_retried": ("rerun", "rerun"), "test_after": ("passed", "passed")}

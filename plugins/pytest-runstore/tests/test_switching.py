@@ -68,6 +68,13 @@ def test_bare_option_records_in_runstore_url_and_leaves_the_next_argument_a_test
     assert nodeids == ["test_a.py::test_a"]
 
 
+def test_collect_only_records_nothing(pytester: pytest.Pytester, store_path: Path) -> None:
+    pytester.makepyfile("def test_one(): pass\n")
+    result = pytester.runpytest(*INNER_ARGS, f"--runstore={store_path}", "--collect-only")
+    assert result.ret == 0
+    assert not store_path.exists()
+
+
 def test_the_plugin_environment_variable_switches_recording_on(
     pytester: pytest.Pytester, store_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -108,7 +108,7 @@ def pytest_configure(config: pytest.Config) -> None:
             _start_capture(config, capture)
         return
     url = requested_url(config)
-    if url is None:
+    if url is None or config.option.collectonly:  # listing tests is not a test run
         return
     from pytest_runstore.recorder import Recorder
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal, cast
 
 import pytest
 
@@ -61,7 +61,10 @@ def phase_outcome(report: pytest.TestReport | pytest.CollectReport) -> Outcome:
             return "xpassed"
     if report.failed:
         return "failed" if when == "call" else "error"
-    return "skipped" if report.skipped else "passed"
+    if report.skipped:
+        return "skipped"
+    # Another plugin's outcome ('rerun' of pytest-rerunfailures) is kept as given.
+    return "passed" if report.passed else cast(Outcome, str(report.outcome))
 
 
 def _skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str | None:
@@ -306,7 +309,7 @@ class Recorder:
         record: dict[str, Any] = {
             "instance_id": test.instance_id,
             "nodeid": test.nodeid,
-            "status": OUTCOME_STATUS[outcome],
+            "status": OUTCOME_STATUS.get(outcome, outcome),
             "outcome": outcome,
             "duration_ms": round(test.duration * 1000, 3),
         }
