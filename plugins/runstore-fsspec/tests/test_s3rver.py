@@ -407,6 +407,44 @@ def test_two_racing_writer_processes_lose_no_acknowledged_record(
     assert sum(len(o["acknowledged"]) for o in outcomes) >= 40  # type: ignore[misc, arg-type]
 
 
+def test_the_lease_of_a_writer_that_died_on_this_host_is_taken_over(s3rver: S3rver) -> None:
+    url = s3rver.url("runs")
+    died = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                """
+                import os, sys, runstore
+                store = runstore.open(sys.argv[1], heartbeat_interval=0)
+                store.create_run(run_id="run_dead")
+                os._exit(9)  # no close: the claim stays behind
+                """
+            ),
+            url,
+        ],
+        timeout=120,
+        check=False,
+    )
+    assert died.returncode == 9
+    assert len(s3rver.keys(f"runs/{CLAIMS_DIR}/")) == 1
+    with runstore.open(url, heartbeat_interval=0) as store:
+        store.create_run(run_id="run_after")
+        assert sorted(r.run_id for r in store.list_runs()) == ["run_after", "run_dead"]
+    assert not s3rver.keys(f"runs/{CLAIMS_DIR}/")
+
+
+def test_a_writer_on_another_host_is_named_and_nothing_is_written(s3rver: S3rver) -> None:
+    claim = f"runs/{CLAIMS_DIR}/elsewhere.json"
+    s3rver.put(claim, json.dumps({"host": "build-7", "pid": 1, "held": True}).encode())
+    with runstore.open(s3rver.url("runs"), heartbeat_interval=0) as store:
+        with pytest.raises(UnsupportedError, match="another process") as caught:
+            store.create_run(run_id="run_blocked")
+        assert "build-7" in caught.value.message
+        assert claim in caught.value.message  # what to delete if that writer died
+    assert s3rver.keys("runs/") == sorted([claim, f"runs/{VERDICT_KEY}"])
+
+
 # -- control: the same attacks with the probe fooled ------------------------------------
 
 
