@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from pytest_runstore.cli import cli
-from pytest_runstore.history import flaky_tests, recent_runs, slower_tests
+from pytest_runstore.history import broken_since_green, flaky_tests, recent_runs, slower_tests
 
 import runstore
 
@@ -115,6 +115,49 @@ def test_slower_tests_compare_the_newest_run_with_the_earlier_median(
     assert [t.nodeid for t in slower_tests(store, top=1)] == ["a"]
 
 
+def _finished(store: runstore.Store, tests: dict[str, str], status: str, **kw: Any) -> str:
+    metadata = {"pytest": pytest.__version__, **kw}
+    run = store.create_run(sut_name="shop", metadata=metadata)
+    for nodeid, outcome in tests.items():
+        record = {"instance_id": nodeid, "nodeid": nodeid, "outcome": outcome}
+        if outcome in ("failed", "error"):
+            record["longrepr"] = f"def {nodeid}():\nE   AssertionError: {nodeid} broke"
+        run.append("instances", record)
+    run.finish("succeeded" if status == "green" else "failed")
+    return run.run_id
+
+
+def test_broken_lists_what_fails_now_and_passed_in_the_last_green_run(
+    open_store: Callable[[], runstore.Store],
+) -> None:
+    store = open_store()
+    _finished(store, {"a": "passed", "b": "passed"}, "green")
+    green = _finished(store, {"a": "passed", "b": "passed", "c": "skipped"}, "green")
+    _finished(store, {"a": "failed", "b": "passed", "c": "passed"}, "red")
+    newest = _finished(store, {"a": "failed", "b": "error", "c": "xfailed", "d": "failed"}, "red")
+    found = broken_since_green(store)
+    assert found.newest is not None and found.newest.run_id == newest
+    assert found.green is not None and found.green.run_id == green
+    assert [(t.nodeid, t.outcome, t.before) for t in found.tests] == [
+        ("a", "failed", "passed"),
+        ("b", "error", "passed"),
+        ("d", "failed", None),
+    ]
+    assert found.tests[0].message == "E   AssertionError: a broke"
+
+
+def test_nothing_broke_when_the_newest_run_is_green_or_there_is_none(
+    open_store: Callable[[], runstore.Store],
+) -> None:
+    store = open_store()
+    assert broken_since_green(store).newest is None
+    _finished(store, {"a": "failed"}, "red")
+    red_only = broken_since_green(store)
+    assert red_only.green is None and [t.nodeid for t in red_only.tests] == ["a"]
+    _finished(store, {"a": "passed"}, "green")
+    assert broken_since_green(store).tests == []
+
+
 def test_bad_requests_are_typed_errors(open_store: Callable[[], runstore.Store]) -> None:
     store = open_store()
     with pytest.raises(runstore.InvalidInputError, match="position 1"):
@@ -135,6 +178,15 @@ def test_the_command_line_prints_a_table_or_json(
     assert [json.loads(line)["nodeid"] for line in as_json.output.splitlines()] == ["t.py::a"]
     slowest = runner.invoke(cli, ["slowest", "--store", str(store_path), "--json"])
     assert slowest.exit_code == 0 and slowest.output == ""
+    # t.py::a already failed in the last green run: only t.py::b broke since.
+    _finished(open_store(), {"t.py::a": "failed", "t.py::b": "failed"}, "red")
+    broke = runner.invoke(cli, ["broken", "--store", str(store_path)])
+    assert broke.exit_code == 0, broke.output
+    assert broke.output.splitlines()[1].split() == ["failed", "(was", "passed)", "t.py::b"]
+    broke_json = json.loads(
+        runner.invoke(cli, ["broken", "--store", str(store_path), "--json"]).output
+    )
+    assert [t["nodeid"] for t in broke_json["tests"]] == ["t.py::b"]
     bad = runner.invoke(cli, ["flaky", "--store", str(store_path), "--where", "nonsense"])
     assert bad.exit_code == 1 and "invalid filter" in bad.output
 

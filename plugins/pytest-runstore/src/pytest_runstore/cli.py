@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import click
 
 import runstore
-from pytest_runstore.history import flaky_tests, slower_tests
+from pytest_runstore.history import broken_since_green, flaky_tests, slower_tests
 
 __all__ = ["cli", "main"]
 
@@ -102,6 +102,40 @@ def slowest(
         f"{'growth ms':>10} {'latest ms':>10} {'median ms':>10}  test",
         lambda r: f"{r.growth_ms:>10.1f} {r.latest_ms:>10.1f} {r.baseline_ms:>10.1f}  {r.nodeid}",
     )
+
+
+@cli.command()
+@click.option("--store", "url", envvar="RUNSTORE_URL", default=None, help="Store to read.")
+@click.option("--where", default=None, help="Narrow the runs (runstore filter language).")
+@click.option("--sut", default=None, help="Suite (sut_name); default: the newest run's.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def broken(*, url: str | None, where: str | None, sut: str | None, as_json: bool) -> None:
+    """What broke since the last green run: tests failing now that passed then.
+
+    Exit status 0 even when tests broke (use --json and count them in a script).
+    """
+    with _store(url) as store:
+        found = _refused(lambda: broken_since_green(store, sut_name=sut, where=where))
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "newest": found.newest.run_id if found.newest else None,
+                    "green": found.green.run_id if found.green else None,
+                    "tests": [dataclasses.asdict(t) for t in found.tests],
+                }
+            )
+        )
+        return
+    if found.newest is None:
+        click.echo("no recorded runs")
+        return
+    since = found.green.run_id if found.green else "no green run"
+    click.echo(f"{found.newest.run_id} against {since}: {len(found.tests)} broke")
+    for test in found.tests:
+        click.echo(f"  {test.outcome:<7} (was {test.before or 'absent'})  {test.nodeid}")
+        if test.message:
+            click.echo(f"          {test.message}")
 
 
 def _store(url: str | None) -> runstore.Store:

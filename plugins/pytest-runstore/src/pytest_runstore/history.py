@@ -16,7 +16,7 @@ import itertools
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from runstore import InvalidInputError
 from runstore.model.query import parse_where
@@ -26,9 +26,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "OUTCOME_LETTERS",
+    "Breakage",
+    "BrokenTest",
     "FlakyTest",
     "SlowerTest",
     "TestHistory",
+    "broken_since_green",
     "flaky_tests",
     "load_history",
     "recent_runs",
@@ -90,6 +93,30 @@ class SlowerTest:
     baseline_ms: float
     """Median duration over the earlier runs that ran it."""
     growth_ms: float
+
+
+@dataclass(frozen=True)
+class BrokenTest:
+    """A test that fails in the newest run and passed (or did not exist) in the last green one."""
+
+    nodeid: str
+    outcome: str
+    """Its outcome in the newest run (``failed`` or ``error``)."""
+    before: str | None
+    """Its outcome in the last green run; ``None``: it was not there."""
+    message: str | None
+    """The last line of its failure text, if any."""
+
+
+@dataclass(frozen=True)
+class Breakage:
+    """What broke between the last green run and the newest one."""
+
+    newest: RunRecord | None
+    """The newest recorded run; ``None`` when there is none."""
+    green: RunRecord | None
+    """The last ``succeeded`` run before it; ``None`` when there is none."""
+    tests: list[BrokenTest]
 
 
 def recent_runs(
@@ -190,3 +217,51 @@ def slower_tests(
             found.append(SlowerTest(test.nodeid, latest, baseline, round(latest - baseline, 3)))
     found.sort(key=lambda t: (-t.growth_ms, t.nodeid))
     return found[: max(top, 0)]
+
+
+def broken_since_green(
+    store: Store, *, sut_name: str | None = None, where: str | None = None
+) -> Breakage:
+    """The tests that fail in the newest run and passed in the last green (succeeded) run.
+
+    A failing test the green run did not have counts too (``before`` is ``None``).
+    When the newest run is itself green, nothing broke.
+    """
+    (newest,) = recent_runs(store, sut_name=sut_name, where=where, last=1) or (None,)
+    if newest is None:
+        return Breakage(None, None, [])
+    if newest.status == "succeeded":
+        return Breakage(newest, newest, [])
+    condition = f"{_RECORDED} AND status = 'succeeded' AND created_at <= '{_iso(newest)}'"
+    if where:
+        condition = f"{condition} AND ({where})"
+    greens = store.list_runs(
+        sut_name=newest.sut_name, where=condition, order_by=["-created_at", "-run_id"], limit=1
+    )
+    green = next(iter(greens), None)
+    before: dict[str, str | None] = {}
+    if green is not None:
+        for instance in _instances(store, green.run_id):
+            before[instance["nodeid"]] = instance.get("outcome") or instance.get("status")
+    broken = []
+    for instance in _instances(store, newest.run_id):
+        outcome = instance.get("outcome") or instance.get("status")
+        was = before.get(instance["nodeid"])
+        if _VERDICT.get(str(outcome)) == "fail" and _VERDICT.get(str(was)) != "fail":
+            text = instance.get("longrepr")
+            message = (
+                text.strip().splitlines()[-1] if isinstance(text, str) and text.strip() else None
+            )
+            broken.append(BrokenTest(instance["nodeid"], str(outcome), was, message))
+    broken.sort(key=lambda t: t.nodeid)
+    return Breakage(newest, green, broken)
+
+
+def _iso(record: RunRecord) -> str:
+    return record.created_at.isoformat()
+
+
+def _instances(store: Store, run_id: str) -> Iterable[dict[str, Any]]:
+    for instance in store.get_run(run_id).read("instances", errors="skip"):
+        if isinstance(instance, dict) and isinstance(instance.get("nodeid"), str):
+            yield instance
