@@ -5,7 +5,9 @@ call (short-lived event loops, serverless handlers) pays for opening each
 time. Cases, each timed side by side with its plain-file baseline:
 
 * open, resume, append one record, close, N times (baseline: open the JSONL
-  file, append + flush one line, close);
+  file, append + flush one line, close; and, doing what resume and close do
+  for runstore's one-owner rule, the same with a state file written to a
+  temp file and renamed into place, twice a call: claim, release);
 * create a run with a state write, M times (baseline: a directory, a manifest
   and a state file, each written to a temp file and renamed into place);
 * a second ``runstore.open()`` + ``close()`` (absolute, in ms: goal <= 1 ms).
@@ -42,6 +44,20 @@ def plain_appends(root: Path, calls: int) -> float:
         with path.open("ab") as handle:
             handle.write(json.dumps(RECORD).encode() + b"\n")
             handle.flush()
+    return time.perf_counter() - start
+
+
+def plain_owned_appends(root: Path, calls: int) -> float:
+    path = root / "run" / "logs.jsonl"
+    state = root / "run" / "state.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    for n in range(calls):
+        _atomic_write(state, json.dumps({"owner": "me", "revision": 2 * n}).encode())
+        with path.open("ab") as handle:
+            handle.write(json.dumps(RECORD).encode() + b"\n")
+            handle.flush()
+        _atomic_write(state, json.dumps({"owner": None, "revision": 2 * n + 1}).encode())
     return time.perf_counter() - start
 
 
@@ -112,6 +128,14 @@ def main(args: argparse.Namespace) -> list[Row]:
         )
         rows.append(
             Row(f"open+resume+append+close x{args.calls} / plain", b, m, ratio, 3.0, "s", False)
+        )
+        b, m, ratio = interleaved(
+            args.rounds,
+            lambda i: plain_owned_appends(base / f"po{i}", args.calls),
+            lambda i: stateless_appends(base / f"so{i}", args.calls),
+        )
+        rows.append(
+            Row("  same / plain with claim+release state writes", b, m, ratio, None, "s", False)
         )
         b, m, ratio = interleaved(
             args.rounds,

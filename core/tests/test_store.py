@@ -468,7 +468,7 @@ def test_resumed_run_continues_counting_from_what_is_stored(
     first.append("instances", {"instance_id": "i1", "status": "passed"})
     first.put_artifact("i1/out.txt", b"abc")
     with runstore.open(url) as again:
-        resumed = again.resume_run("run_resume")
+        resumed = again.resume_run("run_resume", force=True)  # `first` stands for a dead writer
         with resumed:
             resumed.append("instances", {"instance_id": "i2", "status": "failed"})
         summary = resumed.summary
@@ -517,7 +517,7 @@ def test_stale_writer_cannot_finish_over_a_newer_state() -> None:
     with runstore.open("memory://stale") as store:
         stale = store.create_run(run_id="run_s")
         stale.start()
-        other = store.resume_run("run_s")
+        other = store.resume_run("run_s", force=True)  # takes the run over
         other.set_phase("x", status="running")
         with pytest.raises(ConflictError):
             stale.finish()

@@ -49,6 +49,7 @@ import runstore_local.streams
 from runstore.model.errors import PermissionDeniedError, RunstoreError, StorageIOError
 from runstore.ops.maintenance import verify_run
 from runstore.spi.backends import Durability
+from runstore_local import close_idle_connections
 
 OPS: Final = ("write", "fsync", "fdatasync", "replace", "link", "mkdir", "open", "ftruncate")
 ERRNOS: Final = (errno.ENOSPC, errno.EIO, errno.EACCES)
@@ -335,6 +336,7 @@ class Outcome:
 def run_plan(root: Path, injector: Injector, plan: Plan | None) -> Outcome:
     outcome = Outcome()
     script = Script(root)
+    close_idle_connections()
     fds = open_fds()
     injector.arm(plan)
     for name, step in script.steps():
@@ -357,6 +359,7 @@ def run_plan(root: Path, injector: Injector, plan: Plan | None) -> Outcome:
     injector.clear()
     outcome.stored_anyway = script.failed_appends_stored
     check_completed(root)
+    close_idle_connections()  # kept open on purpose for the next store, not leaked
     leaked = open_fds() - fds
     assert not leaked, f"{plan}: file descriptors leaked: {len(leaked)}"
     return outcome

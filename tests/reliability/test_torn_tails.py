@@ -106,7 +106,7 @@ def test_resume_run_repairs_the_torn_tail_it_finds(
             store.create_run(run_id=run_id)
             (root / run_id / "steps.jsonl").write_bytes(DATA[:offset])
             expected, _ = complete_prefix(offset)
-            run = store.resume_run(run_id)
+            run = store.resume_run(run_id, force=True)  # its creator stands for a dead writer
             run.append("steps", {"n": "resumed"})
             summary = run.finish()
             assert summary.stream_counts == {"steps": len(expected) + 1}

@@ -12,7 +12,6 @@ over :mod:`runstore.engine`; their docstrings are most of its length.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Self, TypeVar
@@ -31,6 +30,7 @@ from runstore.engine.store import (
     StoreCore,
     new_owner_token,
     owner_stale_after,
+    released_here,
 )
 from runstore.model.checks import checked_async
 from runstore.model.errors import (
@@ -303,7 +303,8 @@ class AsyncStore:
                 details={"run_id": run_id, "status": state.status},
             )
         bound = owner_stale_after(state) if stale_after is None else stale_after
-        if state.owner is not None and not force and not state.heartbeat_stale(utcnow(), bound):
+        alive = state.owner is not None and not released_here(state.owner)
+        if alive and not force and not state.heartbeat_stale(utcnow(), bound):
             beat = state.heartbeat_at or state.updated_at
             raise ConflictError(
                 f"run {run_id!r} is being written by {state.owner} (last heartbeat "
@@ -312,14 +313,18 @@ class AsyncStore:
                 details={"run_id": run_id, "owner": state.owner, "heartbeat_at": beat.isoformat()},
             )
         core = RunCore(self.core, view.manifest, state, owner=new_owner_token())
-        await core.restore(view)
-        changes: dict[str, Any] = {"heartbeat_seconds": self.core.heartbeat_interval}
-        if core.state.status in ("created", "crashed"):
-            changes.update(status="running", started_at=core.state.started_at or utcnow())
-        await core.write_state(**changes)  # claims the run: the old owner's next write conflicts
-        for stream, torn in sorted(view.torn_tails.items()):
-            if torn:  # opening the stream's writer cuts its torn tail off
-                await core.open_writer(stream, internal=stream == ARTIFACTS_STREAM)
+        try:
+            await core.restore(view)
+            changes: dict[str, Any] = {"heartbeat_seconds": self.core.heartbeat_interval}
+            if core.state.status in ("created", "crashed"):
+                changes.update(status="running", started_at=core.state.started_at or utcnow())
+            await core.write_state(**changes)  # claims the run: the old owner's next write fails
+            for stream, torn in sorted(view.torn_tails.items()):
+                if torn:  # opening the stream's writer cuts its torn tail off
+                    await core.open_writer(stream, internal=stream == ARTIFACTS_STREAM)
+        except BaseException:
+            await core.release()  # gives the claim up again, so that a retry may resume
+            raise
         core.start_heartbeat()
         return AsyncRun(self, core)
 
@@ -670,7 +675,8 @@ class AsyncRunView:
 
         Decoding stays with the consumer (in the sync API, the caller's
         thread) so the event loop only moves bytes. With ``follow=True`` it
-        polls for more until the run has finished, then drains once more.
+        waits for more (the log backend's ``wait_for_append``: at most
+        ``poll_interval``) until the run has finished, then drains once more.
         """
         self.store.core.check_loop()
         validate_stream_name(stream, allow_reserved=True)
@@ -685,7 +691,9 @@ class AsyncRunView:
             self.torn_tails[stream] = decoder.torn_tail
             if not follow or self.state.is_terminal:
                 return
-            await asyncio.sleep(poll_interval)
+            await self.store.log_backend.wait_for_append(
+                self.run_id, stream, decoder.offset, poll_interval
+            )
             await self.refresh()
             # Once the writer has finished, one last drain picks up its final records.
             follow = not self.state.is_terminal

@@ -97,6 +97,10 @@ class _Tally:
         return value
 
 
+LIVE_OWNERS: set[str] = set()
+"""Ownership tokens of this process's writers that hold their run."""
+
+
 class StoredRun(Protocol):
     """What :meth:`RunCore.restore` reads a stored run through (an ``AsyncRunView``)."""
 
@@ -130,6 +134,8 @@ class RunCore:
     ) -> None:
         self.store = store
         self.owner = owner
+        if owner is not None:
+            LIVE_OWNERS.add(owner)
         self.loop_bound = store.loop_bound
         """Appends take the slow path, which checks the loop (``StoreCore.check_loop``)."""
         self.manifest = manifest
@@ -560,21 +566,32 @@ class RunCore:
         with self._lock:
             writers = [*self.writers.items(), *self._internal.items()]
             self.writers, self._internal = {}, {}
-        for stream, writer in writers:
-            if discard:
-                await writer.discard()
-                continue
-            await writer.close()
-            self._flushed(stream)
-        self.store.live.discard(self)
-        holds = self.owner is not None and self.state.owner == self.owner
-        if disown and holds and not (discard or self._forked or self._lost or self.summary):
-            with contextlib.suppress(RunstoreError):  # taken over: not ours to release
-                await self.write_state(notify=False, beat=False, owner=None)
-            self._lost = ConflictError(
-                f"this writer released run {self.run_id!r}; resume_run it to write again",
-                details={"run_id": self.run_id},
-            )
+        try:
+            for stream, writer in writers:
+                if discard:
+                    await writer.discard()
+                    continue
+                await writer.close()
+                self._flushed(stream)
+        finally:
+            self.store.live.discard(self)
+            if self.owner is not None:
+                await self._disown(write=disown and not discard)
+
+    async def _disown(self, *, write: bool) -> None:
+        """This writer stops holding the run (``write``: and says so in the state)."""
+        holds = self.state.owner == self.owner and self._lost is None
+        try:
+            if write and holds and not (self._forked or self.summary):
+                with contextlib.suppress(RunstoreError):  # taken over: not ours to release
+                    await self.write_state(notify=False, beat=False, owner=None)
+        finally:  # stored or not, this process knows the writer is gone (released_here)
+            LIVE_OWNERS.discard(self.owner or "")
+            if write and self._lost is None:
+                self._lost = ConflictError(
+                    f"this writer released run {self.run_id!r}; resume_run it to write again",
+                    details={"run_id": self.run_id},
+                )
 
     async def finish(
         self,

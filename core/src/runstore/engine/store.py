@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, get_args
 
-from runstore.engine.core import RunCore
+from runstore.engine.core import LIVE_OWNERS, RunCore
 from runstore.model.errors import ConflictError, InvalidInputError, UnsupportedError
 from runstore.model.run import RunState
 from runstore.registry.config import parse_target, select_backend
@@ -32,6 +32,7 @@ __all__ = [
     "StoreCore",
     "new_owner_token",
     "owner_stale_after",
+    "released_here",
 ]
 
 DEFAULT_HEARTBEAT_SECONDS = 30.0
@@ -55,6 +56,12 @@ def owner_stale_after(state: RunState) -> timedelta:
 def new_owner_token() -> str:
     """A fresh ownership token: ``host:pid:random``, readable in a conflict message."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(6)}"
+
+
+def released_here(token: str) -> bool:
+    """``token`` is this process's and no writer of it holds the run any more (its
+    release could not be stored, say): the run's writer is known to be gone."""
+    return token.startswith(f"{socket.gethostname()}:{os.getpid()}:") and token not in LIVE_OWNERS
 
 
 _RELABEL_TRIES = 20
