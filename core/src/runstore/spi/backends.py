@@ -14,6 +14,7 @@ if not the caller awaits :meth:`StreamWriter.commit`.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Collection, Sequence
@@ -413,6 +414,20 @@ class LogBackend(ABC):
 
     async def finalize(self, run_id: str) -> None:  # noqa: B027 - optional
         """The run finished: compact segments into canonical files, if the backend has any."""
+
+    async def wait_for_append(self, run_id: str, stream: str, offset: int, timeout: float) -> None:
+        """Wait until ``stream`` may hold bytes past ``offset``, at most ``timeout`` seconds.
+
+        A follower (``view.read(follow=True)``, ``runstore tail -f``) calls it
+        between reads of a live run, ``timeout`` being its poll interval. The
+        default sleeps ``timeout``: polling. A backend that is told of commits
+        (PostgreSQL's LISTEN/NOTIFY) returns as soon as a record lands, and when
+        the run finishes if it serves state too. Start listening *before*
+        checking for bytes past ``offset``, so an append between the follower's
+        read and this call is not missed. Returning early is always safe: the
+        follower reads and waits again.
+        """
+        await asyncio.sleep(timeout)
 
     async def stream_size(self, run_id: str, stream: str) -> int:
         """Bytes ``stream`` holds (0 if it was never written): what deleting it frees.

@@ -10,15 +10,19 @@ A stream has one writer at a time: opening one takes a session advisory lock
 (on one connection per backend, released when the writer closes or its
 process dies) and bumps the stream's epoch, the fencing token its commits
 are checked against.
+
+Followers are woken by LISTEN/NOTIFY (:mod:`~._listen`): each commit of a
+stream, and the state write that ends a run, notifies from its transaction.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import math
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -39,7 +43,7 @@ from runstore.model.errors import (
     NotFoundError,
     UnsupportedError,
 )
-from runstore.model.run import RunManifest, RunRecord, RunState, RunSummary
+from runstore.model.run import TERMINAL_STATUSES, RunManifest, RunRecord, RunState, RunSummary
 from runstore.model.selection import Page, decode_page_token, encode_page_token, paginate
 from runstore.spi.backends import (
     ArtifactBackend,
@@ -55,6 +59,7 @@ from runstore.spi.backends import (
 )
 from runstore_postgres import _query
 from runstore_postgres._errors import translating
+from runstore_postgres._listen import Listener, channel_of, payload_of
 from runstore_postgres._migrate import migrate
 from runstore_postgres._streams import BatchPolicy, PostgresStreamWriter
 
@@ -66,7 +71,17 @@ _CHUNK: Final = 1 << 20
 _READ_ROWS: Final = 4096
 _INT64: Final = range(-(2**63), 2**63)
 _RECORDS = TypeAdapter(list[RunRecord])
-_OPTIONS: Final = {
+
+
+def _flag(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+        return value.lower() in ("true", "1")
+    raise ValueError(value)
+
+
+_OPTIONS: Final[dict[str, Callable[[Any], Any]]] = {
     "schema": str,
     "pool_min_size": int,
     "pool_max_size": int,
@@ -74,6 +89,7 @@ _OPTIONS: Final = {
     "batch_interval": float,
     "batch_records": int,
     "batch_bytes": int,
+    "notify": _flag,
 }
 
 _Conn = psycopg.AsyncConnection[TupleRow]
@@ -156,7 +172,7 @@ def _options(target: Target) -> tuple[str, dict[str, Any]]:
             except (TypeError, ValueError):
                 raise InvalidInputError(
                     f"option {name}={value!r} of the postgres backend must be "
-                    f"{_OPTIONS[name].__name__}",
+                    f"{'true or false' if name == 'notify' else _OPTIONS[name].__name__}",
                     details={"option": name},
                 ) from None
         else:
@@ -203,6 +219,10 @@ class PostgresBackend(StateBackend, LogBackend, ArtifactBackend):
         self._lock_conn: _Conn | None = None
         self._lock_guard: asyncio.Lock | None = None
         self._held: set[int] = set()
+        self.notify = bool(options.get("notify", True))
+        """Writers NOTIFY their commits and followers LISTEN (else followers poll)."""
+        self._channel = channel_of(self.schema)
+        self._listener: Listener | None = None
         params = conninfo_to_dict(conninfo)
         self._where = f"{params.get('host') or 'localhost'}/{params.get('dbname') or ''}"
 
@@ -262,6 +282,9 @@ class PostgresBackend(StateBackend, LogBackend, ArtifactBackend):
                 yield conn
 
     async def aclose(self) -> None:
+        if self._listener is not None:
+            listener, self._listener = self._listener, None
+            await listener.aclose()
         if self._lock_conn is not None:
             conn, self._lock_conn = self._lock_conn, None
             try:
@@ -344,10 +367,19 @@ class PostgresBackend(StateBackend, LogBackend, ArtifactBackend):
         statement = sql.SQL(
             "UPDATE runs SET {} WHERE run_id = %(run_id)s AND revision = %(expected)s"
         ).format(assignments)
+        if self.notify and state.status in TERMINAL_STATUSES:
+            # The run ended: its followers drain once more and stop.
+            statement += sql.SQL(" RETURNING pg_notify(%(channel)s, %(run_id)s)")
         what = f"cannot write the state of run {run_id!r}"
         async with self._conn(what, run_id=run_id) as conn:
             cur = await conn.execute(
-                statement, {**columns, "run_id": run_id, "expected": expected_revision}
+                statement,
+                {
+                    **columns,
+                    "run_id": run_id,
+                    "expected": expected_revision,
+                    "channel": self._channel,
+                },
             )
             if cur.rowcount == 1:
                 return
@@ -567,10 +599,12 @@ class PostgresBackend(StateBackend, LogBackend, ArtifactBackend):
             "n": len(lines),
             "ends": ends,
             "lines": lines,
+            "channel": self._channel,
+            "payload": payload_of(run_id, stream),
         }
         what = f"cannot append to stream {stream!r} of run {run_id!r}"
         async with self._conn(what, run_id=run_id, stream=stream) as conn:
-            cur = await conn.execute(_APPEND, params)
+            cur = await conn.execute(_APPEND_NOTIFY if self.notify else _APPEND, params)
             if cur.rowcount == len(lines):
                 return
             # Nothing landed: another writer took the stream, it was deleted, or an
@@ -613,6 +647,43 @@ class PostgresBackend(StateBackend, LogBackend, ArtifactBackend):
                 parts.append(bytes(line)[offset - start :] if offset > start else bytes(line))
             offset = int(rows[-1][0])
             yield b"".join(parts)
+
+    async def wait_for_append(self, run_id: str, stream: str, offset: int, timeout: float) -> None:
+        """Until a commit of ``stream`` or the end of the run is notified, or ``timeout``."""
+        if not self.notify:
+            await asyncio.sleep(timeout)
+            return
+        if self._listener is None:
+            self._listener = Listener(self._listening_connection, self._channel)
+        what = f"cannot follow stream {stream!r} of run {run_id!r}"
+        with translating(what, run_id=run_id, stream=stream):
+            async with self._listener.registered(run_id, stream) as event:
+                # Listening now: what landed since the follower's read is seen here.
+                if await self._moved_on(run_id, stream, offset):
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), timeout)
+
+    async def _listening_connection(self) -> _Conn:
+        await self._open_pool()  # the schema exists
+        return await psycopg.AsyncConnection.connect(
+            self._conninfo, autocommit=True, connect_timeout=int(self._timeout)
+        )
+
+    async def _moved_on(self, run_id: str, stream: str, offset: int) -> bool:
+        """``stream`` holds bytes past ``offset``, or the run ended or is gone."""
+        what = f"cannot follow stream {stream!r} of run {run_id!r}"
+        async with self._conn(what, run_id=run_id, stream=stream) as conn:
+            cur = await conn.execute(
+                "SELECT (SELECT size FROM streams WHERE run_id = %(run)s AND name = %(stream)s), "
+                "(SELECT status FROM runs WHERE run_id = %(run)s)",
+                {"run": run_id, "stream": stream},
+            )
+            row = await cur.fetchone()
+        assert row is not None
+        size, status = row
+        ended = status is None or status in TERMINAL_STATUSES
+        return ended or (size is not None and int(size) > offset)
 
     async def list_streams(self, run_id: str) -> list[str]:
         async with self._conn(f"cannot list the streams of run {run_id!r}", run_id=run_id) as conn:
@@ -711,16 +782,19 @@ class PostgresBackend(StateBackend, LogBackend, ArtifactBackend):
             yield bytes(chunk[0])
 
 
-_APPEND: Final = """
+_APPEND_SQL: Final = """
 WITH moved AS (
     UPDATE streams SET size = size + %(bytes)s, records = records + %(n)s
     WHERE stream_id = %(id)s AND epoch = %(epoch)s AND size = %(size)s
-    RETURNING records - %(n)s AS first_seq
+    RETURNING records - %(n)s AS first_seq{notify}
 )
 INSERT INTO stream_records (stream_id, seq, end_pos, line)
 SELECT %(id)s, moved.first_seq + r.i - 1, %(size)s + r.e, r.line
 FROM moved, unnest(%(ends)s::bigint[], %(lines)s::bytea[]) WITH ORDINALITY AS r (e, line, i)
 """
+# The notification goes out with the commit, and only when the fenced UPDATE matched.
+_APPEND_NOTIFY: Final = _APPEND_SQL.format(notify=", pg_notify(%(channel)s, %(payload)s)")
+_APPEND: Final = _APPEND_SQL.format(notify="")
 
 
 def _plan(
