@@ -28,7 +28,7 @@ from runstore.ops.retention import (
     collect_garbage,
     expire_streams,
 )
-from runstore.ops.transfer import CopyProgress, copy_runs
+from runstore.ops.transfer import DEFAULT_CONCURRENCY, CopyProgress, copy_runs
 from runstore.store import open as open_store
 
 __all__ = ["cp", "gc"]
@@ -243,9 +243,17 @@ def gc(
 @click.command()
 @click.argument("destination", metavar="DEST_URL")
 @click.argument("run_ids", metavar="[RUN]...", nargs=-1)
+@click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(min=1, max=256),
+    default=DEFAULT_CONCURRENCY,
+    show_default=True,
+    help="Copy at most N artifacts at once (1: one after the other).",
+)
 @json_option
 @pass_cli
-def cp(cli_ctx: CliContext, destination: str, run_ids: tuple[str, ...]) -> None:
+def cp(cli_ctx: CliContext, destination: str, run_ids: tuple[str, ...], jobs: int) -> None:
     """Copy runs from the store to DEST_URL (any backend to any other), verified.
 
     Copies each finished run exactly as stored: manifest, state, summary,
@@ -254,13 +262,16 @@ def cp(cli_ctx: CliContext, destination: str, run_ids: tuple[str, ...]) -> None:
     alone (they are still changing) and reported. Runs already copied are
     skipped, and an interrupted copy resumes where it stopped: run the same
     command again. A different run under the same id at DEST_URL is an
-    error; nothing of it is overwritten.
+    error; nothing of it is overwritten. Artifacts are copied --jobs at a
+    time, and a few runs at once; the progress bar shows the runs done and
+    the bytes copied. RUN is a run id, latest, latest~N, latest:STATUS or a
+    unique prefix.
 
     \b
     Examples:
       runstore --store ./runs cp s3://bucket/runs
       runstore --store s3://bucket/runs cp ./runs run_20240115_001
-      runstore cp /backup/runs --json
+      runstore cp /backup/runs latest:failed --jobs 32 --json
     """
     source = cli_ctx.store
     target = open_store(destination)
@@ -279,7 +290,9 @@ def cp(cli_ctx: CliContext, destination: str, run_ids: tuple[str, ...]) -> None:
 
             wanted = [cli_ctx.resolve(ref) for ref in run_ids] or None
             damaged = DamageReport(cli_ctx)
-            report = copy_runs(source, target, wanted, progress=tell, on_damage=damaged)
+            report = copy_runs(
+                source, target, wanted, progress=tell, on_damage=damaged, concurrency=jobs
+            )
     finally:
         target.close()
     if cli_ctx.json:

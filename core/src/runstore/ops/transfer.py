@@ -22,6 +22,14 @@ produces its own layout (segments on object stores, ...).
   match their sha256) is reported (``on_damage``, :attr:`CopyReport.damaged`)
   and the other runs are copied all the same (see :mod:`runstore.ops.damage`).
 
+* **Concurrent, bounded**: the artifacts of a run are copied ``concurrency``
+  at a time (default :data:`DEFAULT_CONCURRENCY`), and a few runs at once,
+  never more than ``concurrency`` artifacts in flight in all; an artifact of
+  a run this call created is uploaded without looking for it first. On an
+  object store each artifact is a few requests: one at a time, a
+  727-artifact run took 37-41 s to reach a local S3 server, 14-28 s now
+  (docs/performance.md).
+
 ``progress`` is called after every stream, artifact and run with a
 :class:`CopyProgress`, e.g. to drive a progress bar.
 """
@@ -33,20 +41,30 @@ import contextlib
 import hashlib
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from runstore.aio import AsyncStore
 from runstore.model.checks import checked_async
-from runstore.model.errors import ConflictError, CorruptError, NotFoundError, RunstoreError
+from runstore.model.errors import (
+    ConflictError,
+    CorruptError,
+    InvalidInputError,
+    NotFoundError,
+    RunstoreError,
+)
 from runstore.model.names import validate_run_id
 from runstore.model.run import ArtifactRef, RunRecord, RunState
 from runstore.ops.damage import DAMAGE, DamageHandler, damaged_run, raise_damaged
 from runstore.spi.layout import ARTIFACTS_STREAM
 from runstore.store import Store
 
-__all__ = ["CopyProgress", "CopyReport", "acopy_runs", "copy_runs"]
+__all__ = ["DEFAULT_CONCURRENCY", "CopyProgress", "CopyReport", "acopy_runs", "copy_runs"]
 
 T = TypeVar("T")
+
+DEFAULT_CONCURRENCY: Final = 16
+"""Artifacts copied at once (S3 serves 150-440 small objects/s with 8-32 in flight)."""
+_RUNS_AT_ONCE: Final = 4
 
 
 @dataclass(frozen=True)
@@ -139,6 +157,7 @@ def copy_runs(
     *,
     progress: ProgressCallback | None = None,
     on_damage: DamageHandler | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
 ) -> CopyReport:
     """Copy runs from ``src`` to ``dst`` (every run when ``run_ids`` is ``None``).
 
@@ -149,9 +168,14 @@ def copy_runs(
     under the same id. A damaged run (source bytes that do not match their
     recorded sha256, a snapshot that does not parse, ...) goes to ``on_damage``
     and the other runs are copied; without ``on_damage`` its error is raised
-    once the other runs are done.
+    once the other runs are done. At most ``concurrency`` artifacts are copied
+    at once (1: one after the other).
     """
-    return asyncio.run(acopy_runs(src, dst, run_ids, progress=progress, on_damage=on_damage))
+    return asyncio.run(
+        acopy_runs(
+            src, dst, run_ids, progress=progress, on_damage=on_damage, concurrency=concurrency
+        )
+    )
 
 
 async def acopy_runs(
@@ -161,9 +185,16 @@ async def acopy_runs(
     *,
     progress: ProgressCallback | None = None,
     on_damage: DamageHandler | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
 ) -> CopyReport:
     """The async form of :func:`copy_runs`."""
-    report = await _Copy(_Side(src), _Side(dst), progress, on_damage).run(run_ids)
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise InvalidInputError(
+            f"concurrency must be a whole number >= 1, got {concurrency!r}",
+            details={"concurrency": repr(concurrency)},
+        )
+    copy = _Copy(_Side(src), _Side(dst), progress, on_damage, concurrency=concurrency)
+    report = await copy.run(run_ids)
     if on_damage is None:
         raise_damaged(report.damaged)
     return report
@@ -180,6 +211,8 @@ class _Copy:
         dst: _Side,
         progress: ProgressCallback | None,
         on_damage: DamageHandler | None = None,
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
     ) -> None:
         self.src = src
         self.dst = dst
@@ -188,6 +221,8 @@ class _Copy:
         self.report = CopyReport()
         self.done = 0
         self.total = 0
+        self.concurrency = concurrency
+        self._in_flight: asyncio.Semaphore | None = None
 
     def _tell(self, run_id: str, item: str | None, *, skipped: bool = False) -> None:
         if self.progress is not None:
@@ -224,16 +259,25 @@ class _Copy:
                 except DAMAGE:
                     pass  # reported when its turn comes
         self.total = len(ids)
-        for run_id in ids:
-            try:
-                await self._copy_run(run_id)
-            except _DestinationConflict:
-                raise
-            except DAMAGE as exc:
-                self._damaged(self.src, run_id, exc)
-            self.done += 1
-            self._tell(run_id, None, skipped=run_id in self.report.skipped)
+        self._in_flight = asyncio.Semaphore(self.concurrency)
+        runs_at_once = max(1, min(_RUNS_AT_ONCE, self.concurrency // _RUNS_AT_ONCE))
+        await _each(ids, self._one_run, workers=runs_at_once)
+        # listed in the order asked for (or of their ids), however the copies interleaved
+        order = {run_id: n for n, run_id in enumerate(ids)}
+        for listing in (self.report.copied, self.report.skipped, self.report.live):
+            listing.sort(key=order.__getitem__)
+        self.report.damaged.sort(key=lambda e: order.get(e.details.get("run_id", ""), -1))
         return self.report
+
+    async def _one_run(self, run_id: str) -> None:
+        try:
+            await self._copy_run(run_id)
+        except _DestinationConflict:
+            raise
+        except DAMAGE as exc:
+            self._damaged(self.src, run_id, exc)
+        self.done += 1
+        self._tell(run_id, None, skipped=run_id in self.report.skipped)
 
     async def _copy_run(self, run_id: str) -> None:
         src_state_backend = self.src.store.state_backend
@@ -250,6 +294,7 @@ class _Copy:
         manifest = await self.src.call(src_state_backend.read_manifest(run_id))
         summary = await self.src.call(src_state_backend.read_summary(run_id))
         there: RunState | None
+        created = False
         try:
             there = await self.dst.call(dst_state_backend.read_state(run_id))
             theirs = await self.dst.call(dst_state_backend.read_manifest(run_id))
@@ -278,13 +323,17 @@ class _Copy:
                 }
             )
             await self.dst.call(dst_state_backend.create_run(manifest, there))
+            created = True
         self.report.copied.append(run_id)
         streams = await self.src.call(self.src.store.log_backend.list_streams(run_id))
         for stream in streams:
             await self._copy_stream(run_id, stream)
         if ARTIFACTS_STREAM in streams:
-            for ref in await self._artifact_refs(run_id):
-                await self._copy_artifact(ref)
+            refs = await self._artifact_refs(run_id)
+            # A run this call created holds no artifact yet: no need to look first
+            # (on S3 that look is a GET and a listing per artifact).
+            copy = self._upload_in_turn if created else self._copy_artifact_in_turn
+            await _each(refs, copy, workers=self.concurrency)
         if summary is not None:
             await self.dst.call(dst_state_backend.write_summary(summary))
         await self.dst.call(self.dst.store.log_backend.finalize(run_id))
@@ -374,6 +423,18 @@ class _Copy:
             return None
         return digest.hexdigest()
 
+    async def _copy_artifact_in_turn(self, ref: ArtifactRef) -> None:
+        """:meth:`_copy_artifact` once fewer than ``concurrency`` are in flight (all runs)."""
+        assert self._in_flight is not None
+        async with self._in_flight:
+            await self._copy_artifact(ref)
+
+    async def _upload_in_turn(self, ref: ArtifactRef) -> None:
+        """:meth:`_upload` of an artifact the destination cannot hold yet, in turn."""
+        assert self._in_flight is not None
+        async with self._in_flight:
+            await self._upload(ref)
+
     async def _copy_artifact(self, ref: ArtifactRef) -> None:
         item = f"artifact:{ref.name}"
         stored = await self._stored_sha256(ref)
@@ -386,6 +447,10 @@ class _Copy:
                 "with other bytes; delete the run there and copy again",
                 details={"run_id": ref.run_id, "name": ref.name},
             )
+        await self._upload(ref)
+
+    async def _upload(self, ref: ArtifactRef) -> None:
+        item = f"artifact:{ref.name}"
         chunks = self.src.store.artifact_backend.read_chunks(ref.run_id, ref.name)
 
         async def counted() -> AsyncIterator[bytes]:
@@ -399,3 +464,25 @@ class _Copy:
         put = self.dst.store.artifact_backend.put(ref.run_id, ref.name, verified)
         await self.dst.call(put)
         self._tell(ref.run_id, item)
+
+
+async def _each(items: Iterable[T], job: Callable[[T], Awaitable[None]], *, workers: int) -> None:
+    """``await job(item)`` for every item, ``workers`` at a time, in order of start.
+
+    The first error stops the others (cancelled and awaited) and is raised
+    as itself, not wrapped in an exception group.
+    """
+    pending = iter(items)
+
+    async def worker() -> None:
+        for item in pending:  # shared: each item is taken by one worker
+            await job(item)
+
+    tasks = [asyncio.create_task(worker()) for _ in range(workers)]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
