@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ast
 import importlib
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -123,3 +125,16 @@ def test_import_paths_of_moved_modules_keep_working(old: str, new: str) -> None:
     assert before.__all__ == now.__all__
     for name in now.__all__:
         assert getattr(before, name) is getattr(now, name), name
+
+
+def test_import_runstore_loads_only_what_the_import_needs() -> None:
+    """The CLI, viewer, analysis, typed-stream and replay modules load when first used."""
+    code = (
+        "import sys, runstore; print(' '.join(m for m in sys.modules if m.startswith('runstore')))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    lazy = ("runstore.cli", "runstore.viewer", "runstore.analysis", "runstore.replay")
+    assert [m for m in loaded if m.startswith(lazy) or m == "runstore.streams"] == []
+    assert "runstore.aio" in loaded and "runstore.store" in loaded

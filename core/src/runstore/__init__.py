@@ -38,7 +38,6 @@ from runstore.model.run import (
     RunStatus,
     RunSummary,
 )
-from runstore.replay import InstanceBundle
 from runstore.spi.backends import (
     ArtifactBackend,
     BackendSpec,
@@ -93,3 +92,12 @@ __all__ = [
     "hookimpl",
     "open",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # Replay (and typed streams) load when first used: ``import runstore`` stays lean.
+    if name == "InstanceBundle":
+        from runstore.replay import InstanceBundle
+
+        return InstanceBundle
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

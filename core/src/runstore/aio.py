@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import orjson
 from pydantic import BaseModel
@@ -65,7 +65,6 @@ from runstore.model.run import (
 from runstore.model.selection import Page
 from runstore.registry.config import default_store_url
 from runstore.registry.plugins import Plugins
-from runstore.replay import AsyncInstanceBundle, load_instance
 from runstore.spi.backends import (
     ArtifactBackend,
     Concern,
@@ -75,9 +74,21 @@ from runstore.spi.backends import (
     StateBackend,
 )
 from runstore.spi.layout import ARTIFACTS_STREAM, METRICS_STREAM
-from runstore.streams import AsyncTypedStream, AsyncTypedStreamReader
+
+if TYPE_CHECKING:  # imported where first used: typed streams and replay cost ~20 ms
+    from runstore.replay import AsyncInstanceBundle
+    from runstore.streams import AsyncTypedStream, AsyncTypedStreamReader
 
 __all__ = ["AsyncInstanceBundle", "AsyncRun", "AsyncRunView", "AsyncStore", "open"]
+
+
+def __getattr__(name: str) -> object:
+    if name == "AsyncInstanceBundle":
+        from runstore.replay import AsyncInstanceBundle
+
+        return AsyncInstanceBundle
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -569,6 +580,8 @@ class AsyncRun:
 
     def stream(self, name: str, model: type[_M]) -> AsyncTypedStream[_M]:
         """A typed handle on ``name``: ``await handle.append(...)`` validates against ``model``."""
+        from runstore.streams import AsyncTypedStream
+
         return AsyncTypedStream(self, name, model)
 
     async def flush(self) -> None:
@@ -811,8 +824,12 @@ class AsyncRunView:
 
     async def instance(self, instance_id: str) -> AsyncInstanceBundle:
         """The replay bundle of one instance (:mod:`runstore.replay`)."""
+        from runstore.replay import load_instance
+
         return await load_instance(self, instance_id)
 
     def stream(self, name: str, model: type[_M]) -> AsyncTypedStreamReader[_M]:
         """Read ``name`` parsed into ``model``: ``async for record in view.stream(...)``."""
+        from runstore.streams import AsyncTypedStreamReader
+
         return AsyncTypedStreamReader(self, name, model)

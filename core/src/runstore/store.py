@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from pydantic import BaseModel
 
@@ -37,10 +37,12 @@ from runstore.model.run import (
     utcnow,
 )
 from runstore.model.selection import Page
-from runstore.replay import InstanceBundle, sync_bundle
 from runstore.spi.backends import Concern, Durability
 from runstore.spi.layout import METRICS_STREAM
-from runstore.streams import TypedStream, TypedStreamReader
+
+if TYPE_CHECKING:  # imported where first used (see runstore.aio)
+    from runstore.replay import InstanceBundle
+    from runstore.streams import TypedStream, TypedStreamReader
 
 __all__ = ["Run", "RunView", "Store", "open"]
 
@@ -329,6 +331,8 @@ class Run:
 
     def stream(self, name: str, model: type[_M]) -> TypedStream[_M]:
         """A typed handle on ``name``: ``handle.append(...)`` validates against ``model``."""
+        from runstore.streams import TypedStream
+
         return TypedStream(self, name, model)
 
     def flush(self) -> None:
@@ -487,8 +491,12 @@ class RunView:
 
     def instance(self, instance_id: str) -> InstanceBundle:
         """The replay bundle of one instance (:mod:`runstore.replay`)."""
+        from runstore.replay import sync_bundle
+
         return sync_bundle(self._portal.call(self.aio.instance(instance_id)), self)
 
     def stream(self, name: str, model: type[_M]) -> TypedStreamReader[_M]:
         """Read ``name`` parsed into ``model``: ``for record in view.stream(name, Model)``."""
+        from runstore.streams import TypedStreamReader
+
         return TypedStreamReader(self, name, model)
