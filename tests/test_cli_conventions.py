@@ -313,6 +313,13 @@ def test_diff_resolves_each_run_in_its_own_store(
     assert report["identical"] is True  # same seed, same content
 
 
+def test_compare_takes_references(local_store: CliStore, three_runs: list[str]) -> None:
+    result = _invoke("--store", local_store.url, "compare", "latest~1", "latest", "--json")
+    assert result.exit_code == 0, result.output
+    report = orjson.loads(result.stdout)
+    assert (report["run_a"], report["run_b"]) == (three_runs[1], three_runs[0])
+
+
 def test_cp_copies_the_runs_its_references_name(
     local_store: CliStore, three_runs: list[str], tmp_path: Path
 ) -> None:
@@ -345,6 +352,9 @@ READ_COMMANDS = [
     ["gc", "--dry-run"],
     ["recover", "--dry-run"],
     ["cp", "elsewhere"],
+    ["compare", "run_a", "run_b"],
+    ["reindex"],
+    ["view", "--no-browser"],
 ]
 
 

@@ -14,6 +14,8 @@ import orjson
 
 from runstore.analysis.compare import Comparison, InstanceChange, compare_runs
 from runstore.cli.app import CliContext, json_option, pass_cli
+from runstore.cli.hints import require_store
+from runstore.cli.refs import resolve_run
 from runstore.store import open as open_store
 
 __all__ = ["compare", "comparison_lines"]
@@ -55,7 +57,8 @@ def compare(
 ) -> None:
     """Compare RUN_B with RUN_A instance by instance, in any order they were written.
 
-    Regressions (passed in RUN_A, failed or error in RUN_B) come first, then
+    RUN_A and RUN_B are run ids, latest, latest~N, latest:STATUS or unique
+    prefixes. Regressions (passed in RUN_A, failed or error in RUN_B) come first, then
     fixes, other changes (outcome or assertion results), new and missing
     instances; then whether each stream holds the same records in any order,
     ignoring times, run ids and durations. Exit status 1 when there is a
@@ -67,12 +70,14 @@ def compare(
       runstore compare nightly_a nightly_b --steps --json | jq '.regressions'
       runstore --store ./runs compare run_a run_b --store-b s3://bucket/runs
     """
-    left = cli_ctx.store.get_run(run_a)
+    left = cli_ctx.get_run(run_a)
     if store_b is None:
-        result = compare_runs(left, cli_ctx.store.get_run(run_b), steps=steps)
+        result = compare_runs(left, cli_ctx.get_run(run_b), steps=steps)
     else:
+        require_store(store_b)
         with open_store(store_b) as other:
-            result = compare_runs(left, other.get_run(run_b), steps=steps)
+            right = other.get_run(other.portal.call(resolve_run(other.aio, run_b)))
+            result = compare_runs(left, right, steps=steps)
     if cli_ctx.json:
         click.echo(orjson.dumps(result.to_dict(), default=str, option=orjson.OPT_INDENT_2).decode())
     else:
