@@ -22,7 +22,9 @@ from rich.text import Text
 
 from runstore.aio import AsyncStore
 from runstore.aio import open as open_async
+from runstore.analysis.compare import compare_runs
 from runstore.cli.app import EXIT_FAILURE, CliContext, emit_json, json_option, pass_cli
+from runstore.cli.compare import comparison_lines
 from runstore.cli.damage import DamageReport
 from runstore.cli.hints import require_store
 from runstore.cli.refs import resolve_run
@@ -38,6 +40,7 @@ from runstore.ops.maintenance import (
     verify_run,
 )
 from runstore.ops.retention import parse_age
+from runstore.store import RunView
 
 __all__ = ["AgeParam", "call_async", "diff", "progress_bar", "recover", "verify"]
 
@@ -241,43 +244,103 @@ def _second_store(cli_ctx: CliContext, url: str | None) -> Iterator[AsyncStore]:
     help="Store holding RUN_B (default: the same store as RUN_A).",
 )
 @click.option(
+    "--exact",
+    is_flag=True,
+    help="Compare line by line instead: manifests, summaries, every record in its place and "
+    "every artifact by sha256; exit 1 on any difference.",
+)
+@click.option("--steps", is_flag=True, help="Also compare each instance's steps, field by field.")
+@click.option(
     "--limit",
     type=click.IntRange(min=1),
     default=100,
     show_default=True,
-    help="Stop after this many differences.",
+    help="With --exact: stop after this many differences.",
 )
 @json_option
 @pass_cli
-def diff(cli_ctx: CliContext, run_a: str, run_b: str, store_b: str | None, limit: int) -> None:
-    """Compare two runs structurally and by content; exit 0 when they match.
+def diff(
+    cli_ctx: CliContext,
+    *,
+    run_a: str,
+    run_b: str,
+    store_b: str | None,
+    exact: bool,
+    steps: bool,
+    limit: int,
+) -> None:
+    """Compare RUN_B with RUN_A instance by instance; exit 1 on a regression.
 
-    Compares the manifests, final status and summaries, every record of
-    every stream (line by line) and every artifact (by sha256), ignoring
-    what legitimately differs between two runs of the same seed and config:
-    run ids, timestamps, durations and revisions. Exits 1 and lists the
-    differences when the runs differ.
+    Pairs the instances of the two runs by instance id, in whatever order
+    they were written, and lists regressions (passed in RUN_A, failed or
+    error in RUN_B) first, then fixes, other changes (outcome or assertion
+    results; steps too with --steps), new and missing instances, and whether
+    each stream holds the same records in any order (times, run ids and
+    durations aside). The same as 'runstore compare'. Exit status 1 when
+    there is a regression: usable as a CI gate.
+
+    With --exact, the line-by-line comparison: manifests, final status and
+    summaries, every record of every stream in its place and every artifact
+    by sha256, ignoring run ids, timestamps, durations and revisions; exit
+    status 1 on any difference.
 
     \b
     Examples:
       runstore diff run_20240115_001 run_20240115_002
-      runstore diff latest~1 latest
+      runstore diff latest~1 latest --steps
+      runstore diff nightly_a nightly_b --json | jq '.regressions[].instance_id'
       runstore --store ./runs diff run_a run_b --store-b s3://bucket/runs
-      runstore diff run_a run_b --json | jq '.differences[].where'
+      runstore diff run_a run_b --exact --json | jq '.differences[].where'
     """
+    if exact and steps:
+        raise click.UsageError("--steps compares instances; --exact compares lines: pick one")
     with _second_store(cli_ctx, store_b) as other:
-        left = cli_ctx.get_run(run_a).aio
+        left = cli_ctx.get_run(run_a)
         run_a = left.run_id
         run_b = call_async(cli_ctx, resolve_run(other, run_b))
         right = call_async(cli_ctx, other.get_run(run_b))
-        differences = call_async(cli_ctx, diff_runs(left, right, limit=limit))
+        if exact:
+            differences = call_async(cli_ctx, diff_runs(left.aio, right, limit=limit))
+        else:
+            result = compare_runs(left, RunView(right, cli_ctx.store.portal), steps=steps)
+    sides = {
+        "run_a": {"store": cli_ctx.store_url, "run_id": run_a},
+        "run_b": {"store": store_b or cli_ctx.store_url, "run_id": run_b},
+    }
+    if exact:
+        _report_exact(cli_ctx, sides, differences, limit)
+        return
+    if cli_ctx.json:
+        emit_json({"mode": "instances", **result.to_dict(), **sides})
+    else:
+        for line in comparison_lines(result):
+            cli_ctx.out.print(Text(line))
+        if result.identical:
+            cli_ctx.out.print(
+                f"{run_a} and {run_b} are identical instance by instance "
+                "(in any order; run ids, times and durations aside)",
+                style="green",
+                markup=False,
+            )
+    if result.regressions:
+        raise SystemExit(EXIT_FAILURE)
+
+
+def _report_exact(
+    cli_ctx: CliContext,
+    sides: dict[str, dict[str, str]],
+    differences: Sequence[Difference],
+    limit: int,
+) -> None:
+    """The line-by-line comparison (``diff --exact``); exit 1 on any difference."""
+    run_a, run_b = sides["run_a"]["run_id"], sides["run_b"]["run_id"]
     truncated = len(differences) >= limit
     if cli_ctx.json:
         emit_json(
             {
+                "mode": "exact",
                 "identical": not differences,
-                "run_a": {"store": cli_ctx.store_url, "run_id": run_a},
-                "run_b": {"store": store_b or cli_ctx.store_url, "run_id": run_b},
+                **sides,
                 "differences": [
                     {"where": d.where, "run_a": d.left, "run_b": d.right} for d in differences
                 ],

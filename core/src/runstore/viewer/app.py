@@ -13,6 +13,7 @@ is capped in bytes as well as in records (:mod:`.pages`).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
@@ -20,7 +21,7 @@ from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Final, cast
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 import jinja2
 from markupsafe import Markup, escape
@@ -37,12 +38,15 @@ from starlette.types import ASGIApp
 from runstore import __version__
 from runstore.aio import AsyncRunView, AsyncStore
 from runstore.aio import open as open_async
+from runstore.analysis.compare import outcome_of
 from runstore.cli.format import fmt_bytes, fmt_duration, fmt_time
 from runstore.engine.store import DEFAULT_HEARTBEAT_SECONDS
 from runstore.model.errors import InvalidInputError, NotFoundError, RunstoreError
 from runstore.model.names import MAX_COMPONENT_BYTES, validate_stream_name
 from runstore.model.run import TERMINAL_STATUSES, ArtifactRef, RunRecord, utcnow
 from runstore.spi.layout import ARTIFACTS_STREAM
+from runstore.viewer.charts import Point, step_bars, timeline_svg, trend_svg
+from runstore.viewer.comparing import Comparer
 from runstore.viewer.pages import (
     PAGE_BYTES,
     RECORD_BYTES,
@@ -54,6 +58,7 @@ from runstore.viewer.pages import (
     numbered,
     pretty,
 )
+from runstore.viewer.search import RunFilter
 from runstore.viewer.security import RAW_CSP, SecurityHeaders, content_disposition
 
 __all__ = ["STALE_AFTER", "create_app"]
@@ -74,6 +79,16 @@ RAW_CHUNK: Final = 1 << 20
 RUN_ARTIFACTS: Final = 200
 """The run page lists at most this many run-level artifacts."""
 _SAFE_MEDIA: Final = frozenset({"application/json", "text/plain", "image/png", "image/jpeg"})
+REFRESH_SECONDS: Final = 5
+"""Pages of a live run (and the runs list while one is live) reload this often."""
+CHART_RUNS: Final = 100
+"""The chart across runs shows at most this many runs (the newest that match)."""
+CHANGES_SHOWN: Final = 500
+"""The compare page lists at most this many instances per kind of change."""
+FAILING: Final = frozenset({"failed", "error"})
+"""Instance outcomes that "next failed instance" stops at."""
+SEARCH_CHARS: Final = 200
+"""The most characters of an instance id or log text searched for on a run's page."""
 
 
 # -- formatting helpers (template filters) -----------------------------------------
@@ -81,6 +96,10 @@ _SAFE_MEDIA: Final = frozenset({"application/json", "text/plain", "image/png", "
 
 def _pass_rate(rate: float | None) -> str:
     return "-" if rate is None else f"{rate:.1%}"
+
+
+def _number(value: float) -> str:
+    return f"{value:.4g}"
 
 
 def _quote(value: str) -> str:
@@ -204,6 +223,81 @@ def _at_level(record: Any, level: str | None) -> bool:
     return not level or (isinstance(record, dict) and record.get("level") == level)
 
 
+def _search_text(params: Mapping[str, str], name: str) -> str:
+    text = (params.get(name) or "").strip()
+    if len(text) > SEARCH_CHARS:
+        raise InvalidInputError(
+            f"{name} is {len(text)} characters long; at most {SEARCH_CHARS} are searched for",
+            details={"parameter": name, "length": len(text), "limit": SEARCH_CHARS},
+        )
+    return text
+
+
+def _mentions(record: Any, text: str) -> bool:
+    """Whether a log line's message (or, for another record, its JSON) holds ``text``."""
+    if not text:
+        return True
+    if isinstance(record, dict) and isinstance(record.get("message"), str):
+        return text.lower() in record["message"].lower()
+    return text.lower() in _compact(record).lower()
+
+
+MAX_FAILED_NAMES: Final = 20
+"""The instance table names at most this many failed assertions of an instance."""
+
+
+async def _derived_columns(
+    view: AsyncRunView, streams: Sequence[str], shown: Sequence[dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Steps and failed assertions of the instances ``shown``, counted from the streams.
+
+    ``{instance_id: {"steps": n, "failed": [names]}}`` for the instances with
+    records there; the table falls back to the record's own fields
+    (``step_count``, ``failed_assertions``) for the others. Only the shown
+    instances are tallied, so the memory is one page's worth.
+    """
+    wanted = {r["instance_id"] for r in shown if isinstance(r.get("instance_id"), str)}
+    found: dict[str, dict[str, Any]] = {}
+    if not wanted:
+        return found
+    if "steps" in streams:
+        async for _, _, record in numbered(view, "steps"):
+            if isinstance(record, dict) and record.get("instance_id") in wanted:
+                mine = found.setdefault(record["instance_id"], {"steps": 0, "failed": []})
+                mine["steps"] += 1
+    if "assertions" in streams:
+        async for _, _, record in numbered(view, "assertions"):
+            if not isinstance(record, dict) or record.get("instance_id") not in wanted:
+                continue
+            mine = found.setdefault(record["instance_id"], {"steps": 0, "failed": []})
+            if record.get("passed") is False and len(mine["failed"]) < MAX_FAILED_NAMES:
+                step = record.get("step_name")
+                name = str(record.get("name", "?"))
+                mine["failed"].append(f"{step}.{name}" if isinstance(step, str) else name)
+    return found
+
+
+async def _failed_neighbours(view: AsyncRunView, instance_id: str) -> tuple[str | None, str | None]:
+    """The failed (or errored) instances before and after ``instance_id``, in the run's order.
+
+    An instance's outcome is its last record's; order is first appearance. An
+    instance not in ``instances.jsonl`` has no previous one, and its next is the first.
+    """
+    outcomes: dict[str, str | None] = {}
+    async for _, _, record in numbered(view, "instances"):
+        if isinstance(record, dict) and isinstance(record.get("instance_id"), str):
+            outcomes[record["instance_id"]] = outcome_of(record)
+    order = list(outcomes)
+    here = order.index(instance_id) if instance_id in outcomes else -1
+    failing = [i for i, name in enumerate(order) if outcomes[name] in FAILING]
+    before = [i for i in failing if i < here]
+    after = [i for i in failing if i > here]
+    return (
+        order[before[-1]] if before else None,
+        order[after[0]] if after else None,
+    )
+
+
 @dataclass
 class Shown:
     """One artifact as the page shows it: pretty JSON, text, or a link only."""
@@ -277,6 +371,7 @@ class Viewer:
         self.stale_after = stale_after
         self._store: AsyncStore | None = None
         self.env = _environment()
+        self.comparer = Comparer(store_url)
 
     @property
     def store(self) -> AsyncStore:
@@ -292,6 +387,7 @@ class Viewer:
         finally:
             store, self._store = self._store, None
             await store.aclose()
+            await asyncio.to_thread(self.comparer.close)
 
     def render(
         self, request: Request, template: str, status: int = 200, **context: Any
@@ -316,40 +412,170 @@ class Viewer:
 
     # -- pages ------------------------------------------------------------------
 
+    def liveness(self, view: AsyncRunView) -> dict[str, Any]:
+        """Whether ``view``'s run is live (its page refreshes) or lost its writer (stale)."""
+        beat = view.state.heartbeat_at or view.state.updated_at
+        age = utcnow() - beat
+        stale = not view.state.is_terminal and age > self.stale_after
+        return {
+            "live": not view.state.is_terminal and not stale,
+            "stale": stale,
+            "beat": beat,
+            "beat_age": fmt_duration(int(age.total_seconds() * 1000)),
+        }
+
+    async def _choices(self) -> dict[str, Any]:
+        """What the filter form offers: every system under test, tag and metadata key."""
+        everything = await self.store.list_runs()
+        return {
+            "total_runs": len(everything),
+            "suts": sorted({r.sut_name for r in everything if r.sut_name}),
+            "tags": sorted({t for r in everything for t in r.tags}),
+            "metadata_keys": sorted({k for r in everything for k in r.metadata}),
+        }
+
+    async def _matching(
+        self, chosen: RunFilter, keys: Sequence[str], **page: Any
+    ) -> tuple[Sequence[RunRecord], str | None]:
+        """The runs ``chosen`` selects, or none and the message of a malformed ``where``."""
+        try:
+            where = chosen.list_where(keys)
+        except InvalidInputError as exc:
+            return [], exc.message
+        try:
+            records: Sequence[RunRecord] = await self.store.list_runs(
+                status=list(chosen.statuses) or None,  # type: ignore[arg-type]  # RunQuery refuses unknown ones
+                sut_name=chosen.sut or None,
+                tags=[chosen.tag] if chosen.tag else None,
+                where=where,
+                **page,
+            )
+        except InvalidInputError as exc:  # too long once the search is added, say
+            if where is None:
+                raise
+            return [], exc.message
+        return records, None
+
     async def runs(self, request: Request) -> Response:
         params = request.query_params
-        statuses = [s for s in params.getlist("status") if s]
-        sut = params.get("sut") or None
-        tag = params.get("tag") or None
+        chosen = RunFilter.from_params(params)
         limit = _int(params, "limit", PAGE_SIZE, 1, 500)
         offset = _int(params, "offset", 0, 0, 10**9)
-        records: Sequence[RunRecord] = await self.store.list_runs(
-            status=statuses or None,  # type: ignore[arg-type]  # RunQuery refuses unknown ones
-            sut_name=sut,
-            tags=[tag] if tag else None,
-            limit=limit + 1,
-            offset=offset,
+        choices = await self._choices()
+        records, problem = await self._matching(
+            chosen, choices["metadata_keys"], limit=limit + 1, offset=offset
         )
         more, records = len(records) > limit, records[:limit]
-        everything = await self.store.list_runs()
         passed = sum(r.pass_count or 0 for r in records)
         failed = sum(r.fail_count or 0 for r in records)
+        unfinished = [r for r in records if r.status not in TERMINAL_STATUSES]
+        recent = [r for r in unfinished if utcnow() - r.updated_at <= self.stale_after]
+        paused = params.get("live") == "0"
         return self.render(
             request,
             "runs.html",
+            status=400 if problem else 200,
             records=records,
             statuses=sorted(TERMINAL_STATUSES | {"created", "running"}),
-            chosen=set(statuses),
-            sut=sut or "",
-            tag=tag or "",
-            suts=sorted({r.sut_name for r in everything if r.sut_name}),
-            tags=sorted({t for r in everything for t in r.tags}),
+            chosen=chosen,
+            problem=problem,
             offset=offset,
             limit=limit,
             more=more,
-            total_runs=len(everything),
             overall=Tally("shown", Counter(passed=passed, failed=failed)),
-            query=_query_without(params, "offset"),
+            query=chosen.query(),
+            live=bool(recent) and not paused,
+            paused=paused and bool(recent),
+            refresh=REFRESH_SECONDS if recent and not paused else 0,
+            **choices,
+        )
+
+    async def chart(self, request: Request) -> Response:
+        """Pass rate, duration and a chosen metric across the runs a filter selects."""
+        params = request.query_params
+        chosen = RunFilter.from_params(params, keep=("metric",))
+        limit = _int(params, "limit", CHART_RUNS, 2, 500)
+        choices = await self._choices()
+        records, problem = await self._matching(chosen, choices["metadata_keys"], limit=limit)
+        ordered = sorted(records, key=lambda r: (r.created_at, r.run_id))  # oldest first
+        metrics = sorted({name for r in ordered for name in r.metrics})
+        metric = params.get("metric") or (metrics[0] if metrics else "")
+        charts = []
+        if ordered:
+            rates = [Point(r.run_id, r.created_at, r.pass_rate) for r in ordered]
+            charts.append(
+                ("pass rate", trend_svg(rates, title="pass rate", fmt=_pass_rate, top=1.0))
+            )
+            durations = [
+                Point(r.run_id, r.created_at, None if r.duration_ms is None else r.duration_ms)
+                for r in ordered
+            ]
+            charts.append(
+                (
+                    "duration",
+                    trend_svg(
+                        durations, title="duration", fmt=lambda v: fmt_duration(int(v)), css="alt"
+                    ),
+                )
+            )
+            if metric:
+                values = [Point(r.run_id, r.created_at, r.metrics.get(metric)) for r in ordered]
+                charts.append(
+                    (
+                        f"metric {metric}",
+                        trend_svg(values, title=metric, fmt=_number, css="metric"),
+                    )
+                )
+        return self.render(
+            request,
+            "chart.html",
+            status=400 if problem else 200,
+            chosen=chosen,
+            problem=problem,
+            records=ordered,
+            charts=charts,
+            metrics=metrics,
+            metric=metric,
+            limit=limit,
+            statuses=sorted(TERMINAL_STATUSES | {"created", "running"}),
+            **choices,
+        )
+
+    async def compare(self, request: Request) -> Response:
+        """Two runs instance by instance: ``?a=RUN&b=RUN`` (or ``run`` twice, oldest first)."""
+        params = request.query_params
+        picked = [r for r in params.getlist("run") if r]
+        a, b = params.get("a") or "", params.get("b") or ""
+        if not (a or b) and len(picked) == 2:
+            views = sorted(
+                [await self.store.get_run(r) for r in picked],
+                key=lambda v: (v.manifest.timestamp, v.run_id),
+            )
+            a, b = views[0].run_id, views[1].run_id
+        if not (a and b):
+            raise InvalidInputError(
+                "choose two runs to compare: tick two runs on the runs page, or give "
+                f"?a=RUN&b=RUN (got {len(picked) or int(bool(a)) + int(bool(b))})"
+            )
+        view_a, view_b = await self.store.get_run(a), await self.store.get_run(b)
+        steps = params.get("steps") == "1"
+        result = await asyncio.to_thread(
+            self.comparer.compare, view_a.run_id, view_b.run_id, steps=steps
+        )
+        sections = [
+            (name, getattr(result, name))
+            for name in ("regressions", "fixes", "changed", "new", "missing")
+        ]
+        return self.render(
+            request,
+            "compare.html",
+            view_a=view_a,
+            view_b=view_b,
+            result=result,
+            sections=sections,
+            shown=CHANGES_SHOWN,
+            steps=steps,
+            differing=[name for name, same in result.streams.items() if not same],
         )
 
     async def run(self, request: Request) -> Response:
@@ -359,16 +585,19 @@ class Viewer:
         if show not in ("all", "passed", "failed"):
             raise InvalidInputError(f"instances must be all, passed or failed, not {show!r}")
         level = params.get("level") or None
+        find = _search_text(params, "find")
+        grep = _search_text(params, "grep")
         streams = await view.streams()
         overall = Tally("all instances")
         by_scenario: dict[str, Tally] = {}
         page = Page(_int(params, "offset", 0, 0, 10**9), PAGE_SIZE, PAGE_BYTES // 2)
         instance_ids: set[str] = set()
+        first_failed: str | None = None
         if "instances" in streams:
             async for number, _, record in numbered(view, "instances"):
                 if not isinstance(record, dict):
                     continue
-                status = str(record.get("status", "unknown"))[:LABEL_CHARS]
+                status = str(outcome_of(record) or "unknown")[:LABEL_CHARS]
                 overall.counts[status] += 1
                 scenario = record.get("scenario_id")
                 if isinstance(scenario, str):
@@ -379,7 +608,12 @@ class Viewer:
                 instance_id = record.get("instance_id")
                 if isinstance(instance_id, str) and len(instance_id) <= MAX_COMPONENT_BYTES:
                     instance_ids.add(instance_id)
-                if show in ("all", status):
+                    if first_failed is None and status in FAILING:
+                        first_failed = instance_id
+                found = not find or (
+                    isinstance(instance_id, str) and find.lower() in instance_id.lower()
+                )
+                if found and show in ("all", status):
                     page.offer(number, record)
         tallies = [overall, *(by_scenario[k] for k in sorted(by_scenario))]
         refs = await view.artifacts() if ARTIFACTS_STREAM in streams else []
@@ -387,14 +621,14 @@ class Viewer:
         logs = Tail(LOG_LINES, PAGE_BYTES // 2)
         if "logs" in streams:
             async for number, size, record in numbered(view, "logs"):
-                if _at_level(record, level):
+                if _at_level(record, level) and _mentions(record, grep):
                     logs.offer(number, size, record)
+        derived = await _derived_columns(
+            view, streams, [e.record for e in page.entries if isinstance(e.record, dict)]
+        )
         summary = view.summary
         counts = summary.stream_counts if summary is not None else {}
         state_data = None if view.state.data is None else pretty(view.state.data)
-        beat = view.state.heartbeat_at or view.state.updated_at
-        age = utcnow() - beat
-        stale = not view.state.is_terminal and age > self.stale_after
         return self.render(
             request,
             "run.html",
@@ -402,10 +636,11 @@ class Viewer:
             manifest=view.manifest,
             state=view.state,
             summary=summary,
-            live=not view.state.is_terminal and not stale,
-            stale=stale,
-            beat=beat,
-            beat_age=fmt_duration(int(age.total_seconds() * 1000)),
+            **self.liveness(view),
+            find=find,
+            grep=grep,
+            first_failed=first_failed,
+            derived=derived,
             chart=chart_svg(tallies) if overall.total else None,
             overall=overall,
             errors=summary.error_count if summary else overall.counts["error"],
@@ -453,11 +688,32 @@ class Viewer:
         steps, loose = _steps(mine.pop("steps", []), mine.pop("assertions", []))
         for step in steps:
             step["artifacts"] = [shown[n] for n in step["entry"].names if n in shown]
+            step["failed"] = any(a.record.get("passed") is False for a in step["assertions"])
         attached = {a.ref.name for s in steps for a in s["artifacts"]}
+        previous, following = (
+            await _failed_neighbours(view, instance_id) if "instances" in streams else (None, None)
+        )
+        bars = step_bars(
+            [
+                (
+                    f"{s['number']} · {s['entry'].record.get('step_name', '')}",
+                    s["entry"].record,
+                    s["failed"],
+                )
+                for s in steps
+                if isinstance(s["entry"].record, dict)
+            ]
+        )
+        liveness = self.liveness(view)
         return self.render(
             request,
             "instance.html",
             view=view,
+            **liveness,
+            refresh=REFRESH_SECONDS if liveness["live"] else 0,
+            previous_failed=previous,
+            next_failed=following,
+            timeline=timeline_svg(bars),
             instance_id=instance_id,
             seed=view.manifest.seed,
             instance=records.instance,
@@ -485,10 +741,13 @@ class Viewer:
         async for number, _, record in numbered(view, stream):
             if _at_level(record, level):
                 page.offer(number, record)
+        liveness = self.liveness(view)
         return self.render(
             request,
             "stream.html",
             view=view,
+            **liveness,
+            refresh=REFRESH_SECONDS if liveness["live"] else 0,
             stream=stream,
             page=page,
             offset=offset,
@@ -527,8 +786,25 @@ class Viewer:
         view = await self.store.get_run(request.path_params["run_id"])
         ref = await view.artifact(request.path_params["name"])
         return self.render(
-            request, "artifact.html", view=view, shown=await _show_artifact(view, ref)
+            request,
+            "artifact.html",
+            view=view,
+            shown=await _show_artifact(view, ref),
+            owner=_owner(ref),
         )
+
+    async def bundle(self, request: Request) -> Response:
+        """An instance's replay bundle (``bundle.json``: its records and artifact list)."""
+        view = await self.store.get_run(request.path_params["run_id"])
+        instance_id = request.path_params["instance_id"]
+        bundle = await view.instance(instance_id)
+        name = f"{view.run_id}-{instance_id}-bundle.json"
+        headers = {
+            "content-disposition": content_disposition("attachment", name),
+            "content-security-policy": RAW_CSP,
+        }
+        body = json.dumps(bundle.to_json(), indent=2, ensure_ascii=False, default=str)
+        return Response(body.encode(), media_type="application/json", headers=headers)
 
     async def raw(self, request: Request) -> Response:
         view = await self.store.get_run(request.path_params["run_id"])
@@ -545,9 +821,12 @@ class Viewer:
         )
 
 
-def _query_without(params: Mapping[str, str], *names: str) -> str:
-    items = getattr(params, "multi_items", lambda: list(params.items()))()
-    return urlencode([(k, v) for k, v in items if k not in names and v])
+def _owner(ref: ArtifactRef) -> str | None:
+    """The instance an artifact belongs to: its ``metadata.instance_id``, else its first folder."""
+    named = ref.metadata.get("instance_id") if ref.metadata else None
+    if isinstance(named, str) and named:
+        return named
+    return ref.name.split("/", 1)[0] if "/" in ref.name else None
 
 
 class _ViewerApp(Starlette):
@@ -566,8 +845,11 @@ def create_app(store_url: str, *, stale_after: timedelta = STALE_AFTER) -> Starl
     viewer = Viewer(store_url, stale_after)
     routes = [
         Route("/", viewer.runs, name="runs"),
+        Route("/chart", viewer.chart, name="chart"),
+        Route("/compare", viewer.compare, name="compare"),
         Route("/runs/{run_id}", viewer.run, name="run"),
         Route("/runs/{run_id}/instances/{instance_id}", viewer.instance, name="instance"),
+        Route("/runs/{run_id}/instances/{instance_id}/bundle.json", viewer.bundle, name="bundle"),
         Route("/runs/{run_id}/streams/{stream}", viewer.stream, name="stream"),
         Route("/runs/{run_id}/streams/{stream}/raw", viewer.stream_raw, name="stream_raw"),
         Route("/runs/{run_id}/artifacts/{name:path}", viewer.artifact, name="artifact"),
