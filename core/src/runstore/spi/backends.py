@@ -71,6 +71,9 @@ class Capabilities:
         backend writes segments and compacts them when the run finishes.
     :ivar consistent_listing: a run is listed as soon as ``create_run`` returns.
     :ivar persistent: data outlives the process.
+    :ivar multi_host: ``conditional_create`` and ``compare_and_swap`` hold for
+        processes on several hosts; ``False``: for the processes of one host only
+        (an embedded engine on a local disk). The kit's processes share one host.
     :ivar any_event_loop: the backend may be called from any event loop, one
         after another or one per thread; ``False`` when its clients belong to
         the loop that first used them (aiobotocore's, say): runstore then
@@ -83,6 +86,7 @@ class Capabilities:
     consistent_listing: bool = True
     persistent: bool = True
     any_event_loop: bool = True
+    multi_host: bool = True
 
     @property
     def multi_writer(self) -> bool:

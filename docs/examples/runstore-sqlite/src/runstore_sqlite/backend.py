@@ -84,7 +84,9 @@ _CHUNK = 1 << 20
 class SQLiteBackend(StateBackend, LogBackend, ArtifactBackend):
     """All three concerns in one SQLite file (``sqlite:///path/to/runs.db``)."""
 
-    capabilities = Capabilities()  # SQLite's locks make every guarantee hold across processes
+    # SQLite's locks make every guarantee hold across the processes of one host
+    # (not over a network file system)
+    capabilities = Capabilities(multi_host=False)
 
     def __init__(self, path: str) -> None:
         self.path = path

@@ -12,7 +12,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from runstore.spi import KeyValueStore, StorageIOError
+from runstore.spi import Capabilities, KeyValueStore, StorageIOError
 
 __all__ = ["SQLiteKV"]
 
@@ -21,6 +21,8 @@ _LAST = "\U0010ffff"  # sorts after every character a key may hold
 
 class SQLiteKV(KeyValueStore):
     """Keys and values in the table ``kv`` of the SQLite file ``path``."""
+
+    capabilities = Capabilities(multi_host=False)  # file locks: one host, not an NFS share
 
     def __init__(self, path: str) -> None:
         try:
