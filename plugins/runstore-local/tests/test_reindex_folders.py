@@ -190,3 +190,48 @@ def test_runstore_reindex_reports_a_damaged_run_and_exits_1(
     human = CliRunner().invoke(cli, ["--store", str(root), "reindex"])
     assert human.exit_code == 1
     assert f"damaged: run 'run_b' at {root / 'run_b'} is damaged" in human.stderr
+
+
+def test_a_folder_listed_while_it_was_being_copied_in_is_listed_once_complete(
+    stores: tuple[Path, Path],
+) -> None:
+    root, other = stores
+    with runstore.open(str(root)) as store:
+        (root / "run_x").mkdir()  # cp -r has made the folder, not its files yet
+        assert _ids(store) == ["run_a", "run_b"]
+        _age(root)
+        assert _ids(store) == ["run_a", "run_b"]
+        for item in sorted((other / "run_x").iterdir()):
+            if item.is_file():
+                shutil.copy2(item, root / "run_x" / item.name)
+        assert _ids(store) == ["run_a", "run_b", "run_x"]
+
+
+def test_a_damaged_folder_is_listed_once_repaired(stores: tuple[Path, Path]) -> None:
+    root, other = stores
+    shutil.copytree(other / "run_x", root / "run_x")
+    good = (root / "run_x" / "state.json").read_bytes()
+    (root / "run_x" / "state.json").write_bytes(b"{not json")
+    with runstore.open(str(root)) as store:
+        assert _ids(store) == ["run_a", "run_b"]
+        _age(root)
+        assert _ids(store) == ["run_a", "run_b"]
+        (root / "run_x" / "state.json").write_bytes(good)
+        assert _ids(store) == ["run_a", "run_b", "run_x"]
+
+
+def test_ls_lists_the_other_runs_and_reports_a_damaged_folder_copied_in(
+    stores: tuple[Path, Path],
+) -> None:
+    root, other = stores
+    shutil.copytree(other / "run_x", root / "run_x")
+    (root / "run_x" / "manifest.json").write_bytes(b"garbage")
+    result = CliRunner().invoke(cli, ["--store", str(root), "ls", "--json"])
+    assert result.exit_code == 1, result.output
+    assert sorted(r["run_id"] for r in orjson.loads(result.stdout)) == ["run_a", "run_b"]
+    assert f"damaged: run 'run_x' at {root / 'run_x'} is damaged: " in result.stderr
+    assert "manifest.json" in result.stderr
+    again = CliRunner().invoke(cli, ["--store", str(root), "ls"])  # another process: the same
+    assert again.exit_code == 1
+    assert "run_a" in again.stdout
+    assert "damaged: run 'run_x'" in again.stderr

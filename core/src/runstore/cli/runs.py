@@ -26,6 +26,7 @@ from runstore.cli.context import (
     json_option,
     pass_cli,
 )
+from runstore.cli.damage import DamageReport
 from runstore.cli.render import (
     artifacts_table,
     format_record,
@@ -160,12 +161,16 @@ def ls(
         order_by=list(order_by) or None,
         page_token=page_token,
     )
+    damaged = DamageReport(cli_ctx, in_json=False)
+    damaged.unlisted()  # run folders the listing leaves out because they cannot be read
     if cli_ctx.json:
         emit_json([r.model_dump(mode="json") for r in records])
+        damaged.finish()
         return
     if not records:
         hint = "" if offset else f"; {cli_ctx.command_hint('demo')} creates one"
         cli_ctx.out.print(f"no runs match in {cli_ctx.store_url}{hint}", markup=False)
+        damaged.finish()
         return
     cli_ctx.out.print(runs_table(records, cli_ctx.out.width))
     if records.next_page_token is not None and (where or order_by or page_token):
@@ -180,6 +185,7 @@ def ls(
     elif limit and len(records) == limit:
         more = cli_ctx.command_hint("ls", "--offset", str(offset + limit))
         cli_ctx.out.print(f"showing {limit}; more may follow: {more}", style="dim", markup=False)
+    damaged.finish()
 
 
 @dataclass

@@ -38,9 +38,11 @@ __all__ = [
     "DamageHandler",
     "Damages",
     "ReportsDamagedRuns",
+    "as_damaged_run",
     "damaged_run",
     "raise_damaged",
     "run_location",
+    "unlisted_damaged_runs",
 ]
 
 DamageHandler = Callable[[RunstoreError], None]
@@ -104,6 +106,24 @@ def damaged_run(store: AsyncStore, run_id: str, exc: RunstoreError) -> RunstoreE
     return error
 
 
+def as_damaged_run(store: AsyncStore, run_id: str | None, exc: Exception) -> Exception:
+    """``exc`` reported as run ``run_id``'s damage when that is what it is, else ``exc``.
+
+    It is when ``exc`` is about that run's stored files: a corrupt file, or a
+    file-system error in its tree (a link in the way, a file where a
+    directory belongs). A missing run or a refused name is not damage.
+    """
+    if (
+        run_id is None
+        or not isinstance(exc, DAMAGE)
+        or isinstance(exc, NotFoundError)
+        or exc.details.get("run_id") != run_id
+        or not (isinstance(exc, CorruptError) or "errno" in exc.details)
+    ):
+        return exc
+    return damaged_run(store, run_id, exc)
+
+
 @runtime_checkable
 class ReportsDamagedRuns(Protocol):
     """A state backend that says which runs its last index rebuild could not read."""
@@ -111,6 +131,19 @@ class ReportsDamagedRuns(Protocol):
     def damaged_runs(self) -> dict[str, RunstoreError]:
         """``run_id -> error`` of the runs left out of the index because they are damaged."""
         ...
+
+
+async def unlisted_damaged_runs(store: AsyncStore) -> list[RunstoreError]:
+    """The damaged runs the store's listing leaves out, as :func:`damaged_run` errors.
+
+    Only a backend that tracks them (:class:`ReportsDamagedRuns`: the local one,
+    whose index follows its run folders) knows any; for the others this is empty.
+    """
+    backend = store.state_backend
+    if not isinstance(backend, ReportsDamagedRuns):
+        return []
+    found = sorted(backend.damaged_runs().items())
+    return [damaged_run(store, run_id, exc) for run_id, exc in found]
 
 
 class Damages:

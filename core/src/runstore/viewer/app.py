@@ -44,6 +44,7 @@ from runstore.engine.store import DEFAULT_HEARTBEAT_SECONDS
 from runstore.model.errors import InvalidInputError, NotFoundError, RunstoreError
 from runstore.model.names import MAX_COMPONENT_BYTES, validate_stream_name
 from runstore.model.run import TERMINAL_STATUSES, ArtifactRef, RunRecord, utcnow
+from runstore.ops.damage import as_damaged_run
 from runstore.spi.layout import ARTIFACTS_STREAM
 from runstore.viewer.charts import Point, step_bars, timeline_svg, trend_svg
 from runstore.viewer.comparing import Comparer
@@ -398,6 +399,8 @@ class Viewer:
         return HTMLResponse(page, status_code=status)
 
     async def error(self, request: Request, exc: Exception) -> Response:
+        if self._store is not None:  # a run that cannot be read: say where and why
+            exc = as_damaged_run(self._store, request.path_params.get("run_id"), exc)
         if isinstance(exc, HTTPException):
             status, message = exc.status_code, str(exc.detail)
         elif isinstance(exc, NotFoundError):

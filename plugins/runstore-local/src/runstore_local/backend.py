@@ -24,7 +24,9 @@ from runstore.model.errors import (
     CorruptError,
     InvalidInputError,
     NotFoundError,
+    PermissionDeniedError,
     RunstoreError,
+    StorageIOError,
 )
 from runstore.model.names import validate_run_id
 from runstore.model.run import RunManifest, RunRecord, RunState, RunSummary
@@ -42,7 +44,7 @@ from runstore.spi.backends import (
     Target,
 )
 from runstore_local._errors import translating
-from runstore_local.folders import Signature, now_ns, settled
+from runstore_local.folders import Signature, now_ns, run_folder, settled
 from runstore_local.fs import (
     CREATE_FLAGS,
     DIR_FLAGS,
@@ -57,10 +59,20 @@ from runstore_local.fs import (
     temp_name,
     write_all,
 )
-from runstore_local.index import RunIndex
+from runstore_local.index import Folders, RunIndex
 from runstore_local.streams import LocalStreamWriter
 
 _CHUNK = 1 << 20
+_DAMAGE_CODES: dict[str | None, type[RunstoreError]] = {
+    cls.code: cls
+    for cls in (
+        CorruptError,
+        InvalidInputError,
+        ConflictError,
+        PermissionDeniedError,
+        StorageIOError,
+    )
+}
 _INDEX = "index.sqlite3"
 
 
@@ -69,14 +81,19 @@ class LocalBackend(StateBackend, LogBackend, ArtifactBackend):
 
     capabilities = Capabilities()
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], *, durability: Durability | None = None
+    ) -> None:
         self.root = Path(root)
+        # One durability rule: snapshots and artifacts are fsynced (file and
+        # directory) only when records are, under "fsync"; under "flush" an
+        # atomic rename survives a crash of the process, as a flushed record does.
+        self._sync = durability == "fsync"
         where = str(self.root)
         with translating(f"cannot open store {where!r}", path=where):
             self.root.mkdir(parents=True, exist_ok=True)
             self._root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        self._in_sync: Signature | None = None  # the index matches the folders at this one
-        self._damaged: dict[str, RunstoreError] = {}
+        self._in_sync: Folders | None = None  # what the folders looked like, in sync
         try:  # a store that fails to open leaks no descriptor
             with translating(f"cannot open store {where!r}", path=where):
                 self._tmp_fd = open_dir(self._root_fd, [layout.BOOKKEEPING_DIR, "tmp"], create=True)
@@ -88,7 +105,8 @@ class LocalBackend(StateBackend, LogBackend, ArtifactBackend):
                 ):
                     for suffix in ("", "-wal", "-shm", "-journal"):
                         refuse_link(bookkeeping, _INDEX + suffix)
-                self._index = RunIndex(str(self.root / layout.BOOKKEEPING_DIR / _INDEX))
+                index_path = str(self.root / layout.BOOKKEEPING_DIR / _INDEX)
+                self._index = RunIndex(index_path, sync=self._sync)
             except BaseException:
                 os.close(self._tmp_fd)
                 raise
@@ -111,7 +129,7 @@ class LocalBackend(StateBackend, LogBackend, ArtifactBackend):
                 "durability is chosen with runstore.open(..., durability='fsync')",
                 details={"options": sorted(target.options)},
             )
-        return cls(target.path)
+        return cls(target.path, durability=target.durability)
 
     def __repr__(self) -> str:
         return f"LocalBackend({str(self.root)!r})"
@@ -158,7 +176,7 @@ class LocalBackend(StateBackend, LogBackend, ArtifactBackend):
 
     def _write_snapshot(self, run_fd: int, name: str, model: BaseModel, run_id: str) -> None:
         with translating(f"cannot write {name} of run {run_id!r}", run_id=run_id):
-            atomic_write(run_fd, name, layout.dump_snapshot(model), self._tmp_fd)
+            atomic_write(run_fd, name, layout.dump_snapshot(model), self._tmp_fd, sync=self._sync)
 
     @contextmanager
     def _locked(self, run_fd: int) -> Iterator[None]:
@@ -190,8 +208,9 @@ class LocalBackend(StateBackend, LogBackend, ArtifactBackend):
             try:
                 self._write_snapshot(run_fd, layout.MANIFEST, manifest, run_id)
                 self._write_snapshot(run_fd, layout.STATE, state, run_id)
-                with translating(creating, run_id=run_id):
-                    fsync_dir(self._root_fd)
+                if self._sync:
+                    with translating(creating, run_id=run_id):
+                        fsync_dir(self._root_fd)
                 self._index.upsert(RunRecord.build(manifest, state))
             except BaseException:
                 # All or nothing: free the id again, so that retrying the same id works.
@@ -251,32 +270,37 @@ class LocalBackend(StateBackend, LogBackend, ArtifactBackend):
     # -- the index follows the run folders --------------------------------------
 
     def _follow_folders(self) -> None:
-        """Reconcile the index with the run folders if the store directory changed.
+        """Reconcile the index with the run folders if they changed.
 
-        Costs one ``fstat`` while the directory's signature is the one the index
-        matches (see :mod:`runstore_local.folders`): run folders copied in or
-        deleted by hand are noticed without anyone rebuilding the index.
+        Costs one ``fstat`` while the store directory's signature is the one the
+        index matches, and one ``stat`` per run folder the index lacks (being
+        copied in, or damaged; see :mod:`runstore_local.folders`): run folders
+        copied in or deleted by hand are noticed without anyone rebuilding the
+        index.
         """
         taken_at = now_ns()
-        signature = Signature.of(self._root_fd)
-        if signature == self._in_sync:
-            return
-        if str(signature) == self._index.folders():  # another process reconciled
-            self._in_sync = signature
-            return
-        self._reconcile(signature, taken_at)
+        root = Signature.of(self._root_fd)
+        known = self._in_sync
+        if known is None or known.root != str(root):
+            known = self._index.folders()  # another process may have reconciled
+            if known.root != str(root):
+                self._reconcile(root, taken_at)
+                return
+            self._in_sync = known
+        for run_id, signature, _code, _message in known.unindexed:
+            if run_folder(self._root_fd, run_id, taken_at)[0] != signature:
+                self._reconcile(root, taken_at)
+                return
 
-    def _reconcile(self, signature: Signature, taken_at: int) -> None:
+    def _reconcile(self, root: Signature, taken_at: int) -> None:
         """Index the run folders the index lacks, forget the rows whose folder is gone."""
         with translating(f"cannot list store {str(self.root)!r}", path=str(self.root)):
             names = set(os.listdir(self._root_fd))
         indexed = self._index.all_ids()
-        added, damaged = self._read_records(sorted(names - indexed))
+        added, folders = self._read_folders(sorted(names - indexed), root, taken_at)
         removed = [r for r in indexed - names if not self._is_dir(r)]  # not created meanwhile
-        done = settled(signature, taken_at)
-        self._index.reconcile(added, removed, folders=str(signature) if done else None)
-        self._damaged = damaged
-        self._in_sync = signature if done else None
+        self._index.reconcile(added, removed, folders=folders)
+        self._in_sync = folders if folders.root is not None else None
 
     def _is_dir(self, name: str) -> bool:
         try:
@@ -285,17 +309,19 @@ class LocalBackend(StateBackend, LogBackend, ArtifactBackend):
             return False
         return stat.S_ISDIR(info.st_mode)
 
-    def _read_records(
-        self, names: Iterable[str]
-    ) -> tuple[list[RunRecord], dict[str, RunstoreError]]:
-        """The index records of the run folders ``names``, and the runs that cannot be read.
+    def _read_folders(
+        self, names: Iterable[str], root: Signature, taken_at: int
+    ) -> tuple[list[RunRecord], Folders]:
+        """The index records of the run folders ``names``, and what the folders look like.
 
-        Names that are not run ids or are plain files are not runs; a folder
-        without its manifest or state is one being created (or never finished
-        being created) and is left out too.
+        Names that are not run ids or are plain files are not runs. A folder
+        without its manifest or state is being created (or copied in), and a
+        damaged one cannot be read: both are left out and remembered with
+        their signature, so that the next listing looks again once they change.
         """
         records: list[RunRecord] = []
-        damaged: dict[str, RunstoreError] = {}
+        unindexed: list[tuple[str, str, str | None, str | None]] = []
+        done = settled(root, taken_at)
         for name in names:
             try:
                 run_id = validate_run_id(name)
@@ -304,6 +330,8 @@ class LocalBackend(StateBackend, LogBackend, ArtifactBackend):
                 continue
             if not (stat.S_ISDIR(info.st_mode) or stat.S_ISLNK(info.st_mode)):
                 continue
+            signature, still = run_folder(self._root_fd, name, taken_at)
+            error: RunstoreError | None = None
             try:
                 manifest = self._read_snapshot(run_id, layout.MANIFEST, RunManifest)
                 state = self._read_snapshot(run_id, layout.STATE, RunState)
@@ -311,30 +339,41 @@ class LocalBackend(StateBackend, LogBackend, ArtifactBackend):
             except NotFoundError:
                 continue  # deleted meanwhile
             except RunstoreError as exc:
-                damaged[run_id] = exc
-                continue
+                manifest = state = None
+                error = exc
             if manifest is not None and state is not None:
                 records.append(RunRecord.build(manifest, state, summary))
-        return records, damaged
+                continue
+            done = done and still
+            code, message = (None, None) if error is None else (error.code, error.message)
+            unindexed.append((run_id, signature, code, message))
+        return records, Folders(str(root) if done else None, unindexed)
 
     def _rebuild(self) -> int:
         taken_at = now_ns()
-        signature = Signature.of(self._root_fd)
+        root = Signature.of(self._root_fd)
         with translating(f"cannot list store {str(self.root)!r}", path=str(self.root)):
             names = sorted(os.listdir(self._root_fd))
-        records, self._damaged = self._read_records(names)
-        done = settled(signature, taken_at)
-        self._index.replace_all(records, folders=str(signature) if done else None)
-        self._in_sync = signature if done else None
+        records, folders = self._read_folders(names, root, taken_at)
+        self._index.replace_all(records, folders=folders)
+        self._in_sync = folders if folders.root is not None else None
         return len(records)
 
     async def rebuild_index(self) -> int:
         return self._rebuild()
 
     def damaged_runs(self) -> dict[str, RunstoreError]:
-        """The run folders the last rebuild or reconciliation of the index could not
-        read (``run_id -> error``): left out of the index, reported by ``reindex``."""
-        return dict(self._damaged)
+        """The run folders the index lacks because they cannot be read (``run_id ->
+        error``), as the last rebuild or reconciliation found them."""
+        self._follow_folders()
+        unindexed = self._index.folders().unindexed
+        return {
+            run_id: _DAMAGE_CODES.get(code, CorruptError)(
+                message or "", details={"run_id": run_id, "path": str(self.root / run_id)}
+            )
+            for run_id, _signature, code, message in unindexed
+            if code is not None
+        }
 
     async def delete_run(self, run_id: str) -> None:
         self._index.delete(run_id)
@@ -406,7 +445,8 @@ class LocalBackend(StateBackend, LogBackend, ArtifactBackend):
                     os.unlink(name, dir_fd=run_fd)
                 except FileNotFoundError:
                     return
-            fsync_dir(run_fd)
+            if self._sync:
+                fsync_dir(run_fd)
 
     # -- artifacts --------------------------------------------------------------
 
@@ -432,7 +472,8 @@ class LocalBackend(StateBackend, LogBackend, ArtifactBackend):
                             digest.update(chunk)
                             write_all(fd, chunk)
                             size += len(chunk)
-                    os.fsync(fd)
+                    if self._sync:
+                        os.fsync(fd)
                 sha256 = digest.hexdigest()
                 with self._run_dir(run_id) as run_fd:
                     parent, leaf = self._artifact_parent(run_fd, name, create=True)
@@ -454,7 +495,8 @@ class LocalBackend(StateBackend, LogBackend, ArtifactBackend):
                                     details={"run_id": run_id, "name": name},
                                 ) from None
                             return StoredArtifact(sha256=sha256, size=size, created=False)
-                        fsync_dir(parent)
+                        if self._sync:
+                            fsync_dir(parent)
                 return StoredArtifact(sha256=sha256, size=size, created=True)
             finally:
                 try:

@@ -18,11 +18,12 @@ each listing reconciles again (after a burst of changes, one or two do).
 from __future__ import annotations
 
 import os
+import stat
 import time
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["COARSE_TICK_NS", "Signature", "settled"]
+__all__ = ["COARSE_TICK_NS", "Signature", "run_folder", "settled"]
 
 COARSE_TICK_NS: Final = 20_000_000
 """A bound on the tick of the clock file systems stamp times with (Linux: 1-10 ms)."""
@@ -51,8 +52,35 @@ class Signature:
 def settled(signature: Signature, taken_at_ns: int) -> bool:
     """Whether a change after the moment ``taken_at_ns`` (``time.time_ns()`` read just
     before ``signature`` was taken) is sure to change the signature's time."""
-    tick = _WHOLE_SECONDS_NS if signature.mtime_ns % 1_000_000_000 == 0 else COARSE_TICK_NS
-    return taken_at_ns - tick > signature.mtime_ns
+    return _settled(signature.mtime_ns, taken_at_ns)
+
+
+def _settled(mtime_ns: int, taken_at_ns: int) -> bool:
+    tick = _WHOLE_SECONDS_NS if mtime_ns % 1_000_000_000 == 0 else COARSE_TICK_NS
+    return taken_at_ns - tick > mtime_ns
+
+
+def run_folder(root_fd: int, name: str, taken_at_ns: int) -> tuple[str, bool]:
+    """The signature of a run folder the index lacks, and whether it has :func:`settled`.
+
+    Such a folder is being copied in, or is damaged. Its signature covers what
+    makes it indexable: the folder, its ``manifest.json`` and ``state.json``
+    (their inode, time and size: a copy still writing them changes it). A
+    symbolic link is taken as it is, never followed.
+    """
+    parts: list[str] = []
+    done = True
+    for path in (name, f"{name}/manifest.json", f"{name}/state.json"):
+        try:
+            info = os.stat(path, dir_fd=root_fd, follow_symlinks=False)
+        except OSError:  # missing, or below a link or a file
+            parts.append("-")
+            continue
+        parts.append(f"{info.st_ino}:{info.st_mtime_ns}:{info.st_size}")
+        done = done and _settled(info.st_mtime_ns, taken_at_ns)
+        if path == name and not stat.S_ISDIR(info.st_mode):  # a link (or a file)
+            break
+    return " ".join(parts), done
 
 
 def now_ns() -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import os
 import sqlite3
 import threading
 from collections.abc import Collection, Iterable, Iterator, Sequence
@@ -37,12 +38,97 @@ _INSERTS = (
     "INSERT INTO run_metrics VALUES (?, ?, ?)",
 )
 _SIDE_TABLES = ("run_tags", "run_metadata", "run_metrics")
-_SET_FOLDERS = "INSERT OR REPLACE INTO folder_state VALUES (1, ?)"
 _RECORDS = TypeAdapter(list[RunRecord])
 # A walk of the runs in index order gives up after _WALK_BUDGET * _TICK SQLite
 # virtual-machine steps: ~4 ms, ~20k runs looked up by one metadata equality.
 _TICK = 1000
 _WALK_BUDGET = 100
+
+
+@dataclass(frozen=True)
+class Folders:
+    """What the run folders looked like when the index last matched them.
+
+    :ivar root: the store directory's signature (``None``: not settled yet, so the
+        next listing reconciles again).
+    :ivar unindexed: ``(run_id, signature, code, message)`` of each run folder the
+        index lacks: being copied in (``code`` ``None``) or damaged.
+    """
+
+    root: str | None
+    unindexed: list[tuple[str, str, str | None, str | None]]
+
+
+# -- connections kept open between stores of one process ------------------------
+#
+# Closing the last connection to a WAL database checkpoints it and deletes the
+# WAL (an fsync of the database: ~2-12 ms here), and opening one costs ~2 ms: a
+# caller that opens a store for each call paid both every time. A closed index
+# parks its connection instead (an open connection stays coherent with other
+# processes' writes), and the next store on the same file takes it back, unless
+# the file was replaced or changed meanwhile.
+
+_IDLE: dict[str, tuple[sqlite3.Connection, tuple[int, ...]]] = {}
+_IDLE_LIMIT = 8
+_IDLE_LOCK = threading.Lock()
+_INHERITED: list[object] = []
+"""A forked child's copies of the parent's connections: never used, never closed."""
+
+
+def _signature(path: str) -> tuple[int, ...] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _parked(path: str) -> sqlite3.Connection | None:
+    """The connection a closed index of ``path`` left, if the file is still the same."""
+    with _IDLE_LOCK:
+        parked = _IDLE.pop(path, None)
+    if parked is None:
+        return None
+    db, signature = parked
+    if _signature(path) != signature:
+        db.close()
+        return None
+    return db
+
+
+def _park(path: str, db: sqlite3.Connection) -> None:
+    signature = _signature(path)
+    if signature is None or db.in_transaction:
+        db.close()
+        return
+    with _IDLE_LOCK:
+        evicted = [_IDLE.pop(path, (None, ()))[0]]
+        _IDLE[path] = (db, signature)
+        while len(_IDLE) > _IDLE_LIMIT:
+            evicted.append(_IDLE.pop(next(iter(_IDLE)))[0])
+    for old in evicted:
+        if old is not None:
+            old.close()
+
+
+def close_idle_connections() -> int:
+    """Close the connections closed indexes left open for the next store (see above);
+    how many. A program that must see every descriptor closed calls it."""
+    with _IDLE_LOCK:
+        parked = list(_IDLE.values())
+        _IDLE.clear()
+    for db, _ in parked:
+        db.close()
+    return len(parked)
+
+
+def _forget_parked_in_child() -> None:
+    with _IDLE_LOCK:  # a lock held across fork() by another thread: see engine.fork
+        _INHERITED.extend(_IDLE.values())
+        _IDLE.clear()
+
+
+os.register_at_fork(after_in_child=_forget_parked_in_child)
 
 
 @dataclass(frozen=True)
@@ -57,15 +143,18 @@ class Plan:
 
 
 class RunIndex:
-    def __init__(self, path: str) -> None:
+    """The run index in SQLite (WAL). ``sync``: every commit survives a power cut
+    (``synchronous=FULL``); without, a crash of the process (``NORMAL``)."""
+
+    def __init__(self, path: str, *, sync: bool = False) -> None:
         self.path = path
         self._lock = threading.Lock()
         try:
-            self._db = sqlite3.connect(
+            self._db = _parked(path) or sqlite3.connect(
                 path, timeout=60.0, check_same_thread=False, isolation_level=None
             )
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute(f"PRAGMA synchronous={'FULL' if sync else 'NORMAL'}")
             self._db.create_function(index_sql.LIKE_FUNCTION, 3, index_sql.like, deterministic=True)
             self.created = self._migrate()
         except sqlite3.Error as exc:
@@ -107,7 +196,7 @@ class RunIndex:
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            _park(self.path, self._db)
 
     def _fetch(self, plan: Plan) -> list[bytes] | None:
         """The JSON records ``plan`` selects; ``None`` when it ran over its budget."""
@@ -143,11 +232,11 @@ class RunIndex:
         *,
         replace_all: bool = False,
         deleted: Collection[str] = (),
-        folders: str | None = None,
+        folders: Folders | None = None,
     ) -> None:
         """Store ``records`` (replacing their old rows, or every row) and drop the rows of
-        ``deleted`` in one transaction; with ``folders``, record the store directory's
-        signature they match (else forget the one recorded, if anything changed)."""
+        ``deleted`` in one transaction; with ``folders``, record what the run folders
+        looked like (see :class:`Folders`)."""
         latest = {record.run_id: record for record in records}  # the last of one id wins
         rows = [index_sql.run_rows(r, r.model_dump_json().encode()) for r in latest.values()]
         with translating("run index error", path=self.path), self._lock, self._transaction():
@@ -159,7 +248,11 @@ class RunIndex:
                     [(run_id,) for run_id in deleted],
                 )
             if folders is not None:
-                self._db.execute(_SET_FOLDERS, (folders,))
+                self._db.execute("DELETE FROM folder_state")
+                self._db.execute("DELETE FROM unindexed")
+                if folders.root is not None:
+                    self._db.execute("INSERT INTO folder_state VALUES (1, ?)", (folders.root,))
+                self._db.executemany("INSERT INTO unindexed VALUES (?, ?, ?, ?)", folders.unindexed)
             for table in () if replace_all else _SIDE_TABLES:
                 self._db.executemany(
                     f"DELETE FROM {table} WHERE run_id = ?",  # noqa: S608 - a fixed name
@@ -176,22 +269,23 @@ class RunIndex:
     def upsert_many(self, records: Iterable[RunRecord]) -> None:
         self._write(records)
 
-    def replace_all(self, records: Iterable[RunRecord], *, folders: str | None = None) -> None:
+    def replace_all(self, records: Iterable[RunRecord], *, folders: Folders | None = None) -> None:
         self._write(records, replace_all=True, folders=folders)
 
     def reconcile(
-        self, added: Iterable[RunRecord], removed: Collection[str], *, folders: str | None
+        self, added: Iterable[RunRecord], removed: Collection[str], *, folders: Folders
     ) -> None:
         """Index the runs ``added`` and forget ``removed`` (folders copied in and deleted
-        by hand); ``folders`` is the store directory's signature the index now matches."""
-        added = list(added)
-        if added or removed or folders is not None:
-            self._write(added, deleted=removed, folders=folders)
+        by hand), recording what the folders looked like, in one transaction."""
+        self._write(added, deleted=removed, folders=folders)
 
-    def folders(self) -> str | None:
-        """The store directory's signature when the index last matched its run folders."""
-        rows = self._execute("SELECT signature FROM folder_state WHERE id = 1")
-        return str(rows[0][0]) if rows else None
+    def folders(self) -> Folders:
+        """What the run folders looked like when the index was last reconciled with them
+        (``root`` ``None``: not settled, reconcile before trusting the index)."""
+        with translating("run index error", path=self.path), self._lock:
+            root = self._db.execute("SELECT signature FROM folder_state WHERE id = 1").fetchall()
+            rows = self._db.execute("SELECT * FROM unindexed ORDER BY run_id").fetchall()
+        return Folders(str(root[0][0]) if root else None, [(r[0], r[1], r[2], r[3]) for r in rows])
 
     def all_ids(self) -> set[str]:
         """Every indexed run id (one string from SQLite: ~4x faster than a row each)."""

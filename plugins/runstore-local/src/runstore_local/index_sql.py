@@ -25,6 +25,10 @@ another version is dropped and rebuilt from the run directories):
     nanoseconds, link count) when the ``runs`` table last matched the run
     directories in it; a listing trusts the table while the directory's
     signature is the same (see :mod:`runstore_local.folders`).
+``unindexed``
+    The run folders the table lacks at that point: being copied in (no
+    manifest or state yet), or damaged (``code`` and ``message`` of the
+    error reading them), each with its own signature.
 
 ``inexact`` marks a run holding a number SQLite cannot hold exactly (an
 integer outside the signed 64-bit range): while any run is marked, queries
@@ -110,6 +114,9 @@ SCHEMA: Final = (
     """CREATE TABLE folder_state (
         id INTEGER PRIMARY KEY CHECK (id = 1), signature TEXT NOT NULL
     )""",
+    """CREATE TABLE unindexed (
+        run_id TEXT PRIMARY KEY, signature TEXT NOT NULL, code TEXT, message TEXT
+    )""",
     # Highest N per id prefix (run_20240115_ for run_20240115_042), kept by a
     # trigger, so generating a run id is one lookup however many runs exist.
     # It outlives schema changes: it remembers the ids of deleted runs too.
@@ -125,7 +132,7 @@ SCHEMA: Final = (
 )
 DROP: Final = tuple(
     f"DROP TABLE IF EXISTS {table}"
-    for table in ("runs", "run_tags", "run_metadata", "run_metrics", "folder_state")
+    for table in ("runs", "run_tags", "run_metadata", "run_metrics", "folder_state", "unindexed")
 )
 
 # -- rows ---------------------------------------------------------------------
