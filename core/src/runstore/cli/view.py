@@ -102,11 +102,14 @@ def view(
 ) -> None:
     """Browse runs in a local, read-only web page (until Ctrl-C).
 
-    Lists the runs (filter by status, system under test and tag, with their
-    pass rates); for one run shows its summary, a pass/fail chart, its
+    Lists the runs (search, a 'where' filter as in 'runstore ls --where',
+    status, system under test and tag, with their pass rates), charts pass
+    rate, duration and a metric across them, and compares two runs instance
+    by instance; for one run shows its summary, a pass/fail chart, its
     instances, the log stream and every stream's records; for one instance
-    its steps, assertions and artifacts (request/response JSON
-    pretty-printed). Nothing in the page changes the store. Served on
+    its steps (with a timeline), assertions and artifacts, and the previous
+    and next failed instance. Pages of a live run refresh themselves.
+    Nothing in the page changes the store. Served on
     127.0.0.1 only; needs the view extra: pip install 'runstore[view]' (or,
     from a checkout of runstore: pip install -e 'core[view]').
 
