@@ -167,6 +167,8 @@ def postgres(session: nox.Session) -> None:
     session.install(
         "-e", "./core[testing]", "-e", "./plugins/runstore-postgres[testing]", *TEST_DEPS
     )
+    # `runstore cp` between local, postgres and S3 (moto) is tested there too.
+    session.install("-e", "./plugins/runstore-local", "-e", "./plugins/runstore-fsspec[s3,testing]")
     session.run("pytest", "plugins/runstore-postgres", *session.posargs)
 
 
