@@ -37,7 +37,7 @@ def test_cp_copies_every_run_and_the_copies_verify_and_match(
     assert report["bytes"] > 0
     assert local_store.invoke("verify").exit_code == 0
     for run_id in ("run_a", "run_b"):
-        same = local_store.invoke("diff", run_id, run_id, "--store-b", cli_store.url)
+        same = local_store.invoke("diff", run_id, run_id, "--store-b", cli_store.url, "--exact")
         assert same.exit_code == 0, same.output
     listed = _report(local_store.invoke("ls", "--json"))
     assert {r["run_id"]: r["status"] for r in listed} == {"run_a": "succeeded", "run_b": "failed"}

@@ -26,7 +26,7 @@ from runstore.cli.app import cli
 from runstore.viewer.app import create_app
 from runstore.viewer.charts import Bar, Point, step_bars, timeline_svg, trend_svg
 
-HOSTILE = '<script>window.pwned=1</script>"\'&'
+HOSTILE = "<script>window.pwned=1</script>\"'&"
 PAGE_CSP = "default-src 'none'"
 
 
@@ -225,7 +225,7 @@ def test_compare_lists_regressions_then_fixes_and_links_both_runs(client: TestCl
 def test_two_ticked_runs_are_compared_oldest_first(client: TestClient) -> None:
     page = client.get("/compare?run=run_next&run=run_base").text
     assert _section(page, "regressions") == ["case_4"]
-    assert "Compare <a href=\"/runs/run_base\">run_base</a>" in page
+    assert 'Compare <a href="/runs/run_base">run_base</a>' in page
 
 
 def test_equal_runs_written_in_another_order_compare_equal(tmp_path: Path) -> None:
@@ -255,7 +255,9 @@ def test_compare_refuses_bad_input(client: TestClient, path: str, status: int, t
 
 
 def test_the_compare_page_agrees_with_runstore_diff(client: TestClient, store_url: str) -> None:
-    result = CliRunner().invoke(cli, ["--store", store_url, "diff", "run_base", "run_next", "--json"])
+    result = CliRunner().invoke(
+        cli, ["--store", store_url, "diff", "run_base", "run_next", "--json"]
+    )
     report = orjson.loads(result.stdout)
     page = client.get("/compare?a=run_base&b=run_next").text
     for name in ("regressions", "fixes", "changed", "new", "missing"):
@@ -334,8 +336,10 @@ def test_the_instance_page_draws_a_step_timeline(client: TestClient) -> None:
 
 def test_step_bars_place_steps_by_elapsed_time_or_one_after_another() -> None:
     by_elapsed = step_bars(
-        [("a", {"observation": {"latency_ms": 30}, "elapsed_ms": 30}, False)]
-        + [("b", {"elapsed_ms": 100}, True)]
+        [
+            ("a", {"observation": {"latency_ms": 30}, "elapsed_ms": 30}, False),
+            ("b", {"elapsed_ms": 100}, True),
+        ]
     )
     assert [(b.start, b.duration) for b in by_elapsed] == [(0, 30), (30, 70)]
     chained = step_bars([("a", {"duration_ms": 5}, False), ("b", {"latency_ms": 7}, False)])
