@@ -273,11 +273,15 @@ def test_a_second_create_never_resets_a_finished_run(s3rver: S3rver, store: runs
 
 
 def test_a_second_create_from_another_process_never_resets_a_finished_run(
-    s3rver: S3rver, store: runstore.Store
+    s3rver: S3rver,
 ) -> None:
-    with store.create_run(run_id="run_done") as run:
+    with (
+        runstore.open(
+            s3rver.url("runs"), heartbeat_interval=0
+        ) as store,  # closing releases the lease
+        store.create_run(run_id="run_done") as run,
+    ):
         run.append("steps", {"n": 1})
-    store.close()  # releases the lease
     code = """
         import json, sys, runstore
         with runstore.open(sys.argv[1], heartbeat_interval=0) as store:
@@ -372,12 +376,10 @@ def test_two_writers_of_one_process_on_one_stream_conflict(
     assert list(store.get_run("run_two").read("steps")) == [{"by": "first"}]
 
 
-def test_two_racing_writer_processes_lose_no_acknowledged_record(
-    s3rver: S3rver, store: runstore.Store
-) -> None:
+def test_two_racing_writer_processes_lose_no_acknowledged_record(s3rver: S3rver) -> None:
     """Before: 260 of 320 acknowledged records lost."""
-    store.create_run(run_id="run_race").start()
-    store.close()
+    with runstore.open(s3rver.url("runs"), heartbeat_interval=0) as store:
+        store.create_run(run_id="run_race").start()
     start_at = time.time() + 3
     code = """
         import json, sys, time, runstore
