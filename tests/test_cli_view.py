@@ -30,6 +30,8 @@ import orjson
 import pytest
 
 import runstore
+from runstore.analysis.compare import compare_runs
+from runstore.cli.demo import run_demo
 from runstore.viewer.app import Viewer, create_app
 from runstore.viewer.security import content_disposition
 
@@ -203,7 +205,10 @@ def test_browsing_runs_an_instance_its_artifacts_and_the_logs(
         page.goto(url)
         rows = page.locator("table.runs tbody tr")
         assert rows.count() == 2
-        assert rows.nth(0).inner_text().split("\t")[:2] == ["run_b", "failed"]
+        assert rows.nth(0).inner_text().split("\t")[1:3] == [
+            "run_b",
+            "failed",
+        ]  # after the tick box
         assert "50.0%" in rows.nth(0).inner_text()
 
         page.get_by_role("link", name="run_b").click()
@@ -276,6 +281,118 @@ def test_stored_html_is_shown_as_text_never_run(
         page.goto(f"{url}runs/run_x/artifacts/i1/page.html")
         assert hostile in page.locator("figure.artifact pre").inner_text()
         assert page.evaluate("window.pwned") is None
+
+
+# -- across runs: search, compare, the chart, next failed -----------------------------
+
+
+@pytest.fixture(scope="module")
+def three_demo_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """The viewer serving a store of three demo runs (seeds 1, 2, 3; 20 instances each)."""
+    root = tmp_path_factory.mktemp("demo3")
+    with runstore.open(str(root / "runs")) as store:
+        for seed in (1, 2, 3):
+            run_demo(store, seed=seed, instances=20, run_id=f"night_{seed}")
+        store.set_metadata("night_2", {"branch": "feature-x"})
+    with serving("--store", str(root / "runs"), cwd=root) as url:
+        yield url, root / "runs"
+
+
+def _shot(page: Page, screenshots: Path, name: str) -> None:
+    page.screenshot(path=str(screenshots / f"across-{name}.png"), full_page=True)
+
+
+def test_searching_the_runs_and_a_malformed_filter(
+    three_demo_runs: tuple[str, Path], page: Page, screenshots: Path
+) -> None:
+    url, _ = three_demo_runs
+    page.goto(url)
+    assert page.locator("table.runs a.run").all_inner_texts() == ["night_3", "night_2", "night_1"]
+    page.get_by_label("search").fill("feature")  # a metadata value
+    page.get_by_role("button", name="Filter").click()
+    assert page.locator("table.runs a.run").all_inner_texts() == ["night_2"]
+    _shot(page, screenshots, "search")
+    page.get_by_label("search").fill("")
+    page.get_by_label("where").fill("summary.pass_rate <")
+    page.get_by_role("button", name="Filter").click()
+    alert = page.get_by_role("alert")
+    assert alert.inner_text().startswith("invalid filter at position 20: expected a value")
+    assert page.get_by_label("where").input_value() == "summary.pass_rate <"  # kept to fix
+    assert page.locator("table.runs").count() == 0
+    _shot(page, screenshots, "malformed-filter")
+    page.get_by_label("where").fill("run_id IN ('night_1', 'night_3')")
+    page.get_by_role("button", name="Filter").click()
+    assert page.locator("table.runs a.run").all_inner_texts() == ["night_3", "night_1"]
+
+
+def test_ticking_two_runs_compares_them_like_runstore_compare(
+    three_demo_runs: tuple[str, Path], page: Page, screenshots: Path
+) -> None:
+    url, root = three_demo_runs
+    with runstore.open(str(root)) as store:
+        expected = compare_runs(store.get_run("night_1"), store.get_run("night_2"))
+    page.goto(url)
+    page.get_by_label("compare night_2").check()
+    page.get_by_label("compare night_1").check()
+    page.get_by_role("button", name="Compare the two ticked runs").click()
+    page.wait_for_url("**/compare?**")
+    assert page.locator("h1").inner_text() == "Compare night_1 → night_2"
+    for name in ("regressions", "fixes", "changed", "new", "missing"):
+        shown = page.locator(f"table.changes.{name} td.instance-id").all_inner_texts()
+        assert shown == [c.instance_id for c in getattr(expected, name)], name
+    _shot(page, screenshots, "compare")
+    changed = expected.regressions or expected.fixes or expected.changed
+    assert changed, "seeds 1 and 2 of the demo differ somewhere"
+    first = changed[0].instance_id
+    page.get_by_role("link", name="night_2").nth(1).click()  # the h1's link, then the table's
+    page.wait_for_url(f"**/runs/night_2/instances/{first}")
+    assert page.locator("h1").inner_text().startswith(first)
+
+
+def test_the_chart_across_runs_links_each_dot_to_its_run(
+    three_demo_runs: tuple[str, Path], page: Page, screenshots: Path
+) -> None:
+    url, _ = three_demo_runs
+    page.goto(url)
+    page.get_by_role("link", name="chart these runs").click()
+    page.wait_for_url("**/chart**")
+    trends = page.locator("svg.trend")
+    assert trends.count() == 2  # pass rate and duration: the demo logs no metric
+    assert trends.nth(0).locator("circle.dot").count() == 3
+    assert trends.nth(1).locator("circle.dot").count() == 3
+    _shot(page, screenshots, "chart")
+    trends.nth(0).locator("a").last.click()  # the newest run is on the right
+    page.wait_for_url(f"{url}runs/night_3")
+
+
+def test_next_failed_walks_the_failed_instances_in_order(
+    three_demo_runs: tuple[str, Path], page: Page, screenshots: Path
+) -> None:
+    url, root = three_demo_runs
+    with runstore.open(str(root)) as store:
+        failed = [
+            r["instance_id"]
+            for r in store.get_run("night_2").read("instances")
+            if r["status"] in ("failed", "error")
+        ]
+    assert len(failed) >= 2, "the demo fails a few of 20 instances"
+    page.goto(f"{url}runs/night_2")
+    page.get_by_role("link", name=f"first failed instance: {failed[0]}").click()
+    visited = [page.url.rsplit("/", 1)[1]]
+    while page.locator("a.next-failed").count():
+        page.locator("a.next-failed").click()
+        page.wait_for_load_state()
+        visited.append(page.url.rsplit("/", 1)[1])
+        assert "failed" in page.locator("h1").inner_text()
+    assert visited == failed
+    assert page.locator("svg.timeline rect").count() >= 1  # the step waterfall
+    _shot(page, screenshots, "next-failed")
+    page.locator("a.previous-failed").click()
+    page.wait_for_url(f"**/instances/{failed[-2]}")
+    page.locator("a.artifact-link").first.click()  # a step's request artifact...
+    page.wait_for_url("**/artifacts/**")
+    page.locator("a.instance-link").click()  # ...and back to its instance
+    page.wait_for_url(f"**/instances/{failed[-2]}")
 
 
 # -- read-only and safe, over plain HTTP --------------------------------------------
