@@ -114,13 +114,6 @@ LONGEST_ARTIFACT_NAMES = (
 StoreOpener = Callable[[], runstore.Store]
 
 
-def _release(run: runstore.Run) -> None:
-    """Hand the run over without finishing it, where the writer can (``Run.release``)."""
-    release = getattr(run, "release", None)
-    if release is not None:
-        release()
-
-
 class _Kit:
     """Shared plumbing: capability switches and a fresh run per test.
 
@@ -534,7 +527,7 @@ class LogConformance(_Kit):
             run.append("steps", {"n": n})
         run.append(LONGEST_STREAM, {"n": 0})
         run.flush()
-        _release(run)
+        run.release()  # handed over unfinished: the next writer resumes it
         resumed = store.resume_run("run_resumed")
         resumed.append("steps", {"n": 3})
         resumed.append(LONGEST_STREAM, {"n": 1})
