@@ -197,7 +197,7 @@ class AsyncStore:
 
     async def aclose(self) -> None:
         """Release open runs (their records stay durable; they stay unfinished) and backends."""
-        self.core.check_loop()
+        self.core.check_loop(closing=True)
         await self.core.aclose()
 
     # -- writing --------------------------------------------------------------

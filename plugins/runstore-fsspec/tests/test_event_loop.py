@@ -56,3 +56,8 @@ def test_a_second_asyncio_run_is_refused_before_any_request(s3: S3Server) -> Non
 
     with pytest.raises(InvalidInputError, match="another event loop"):
         asyncio.run(append())
+
+    async def close() -> None:
+        await store.aclose()
+
+    asyncio.run(close())  # the first loop has ended: closing from another is allowed

@@ -117,13 +117,14 @@ class StoreCore:
         # streams (and their locks) until aclose() releases it.
         self.live: set[RunCore] = set()
 
-    def check_loop(self) -> None:
+    def check_loop(self, *, closing: bool = False) -> None:
         """Refuse a call from another event loop than the one that first used a store
-        whose backend is bound to its loop (it would fail deep in the client, or hang)."""
+        whose backend is bound to its loop (it would fail deep in the client, or hang).
+        ``closing``: that loop has ended, so closing from another one is all that is left."""
         if not self.loop_bound:
             return
         loop = asyncio.get_running_loop()
-        if self.home is None:
+        if self.home is None or (closing and self.home.is_closed()):
             self.home = loop
         elif loop is not self.home:
             raise InvalidInputError(
