@@ -15,7 +15,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import psycopg
 import pytest
@@ -72,6 +72,11 @@ def _say(process: subprocess.Popen[str], line: str, answer: str) -> None:
     assert process.stdout.readline() == answer + "\n"
 
 
+def _pipe(source: IO[str] | None, into: queue.Queue[str]) -> None:
+    for line in source or ():
+        into.put(line)
+
+
 def _follow(url: str, into: queue.Queue[Any]) -> None:
     with runstore.open(url) as store:
         for record in store.get_run("run_live").read("steps", follow=True, poll_interval=HOUR):
@@ -105,7 +110,7 @@ def test_tail_f_prints_records_of_a_live_run_as_they_are_committed(postgres_url:
         env = {**os.environ, "NO_COLOR": "1"}
         with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env) as tail:
             lines: queue.Queue[str] = queue.Queue()
-            threading.Thread(target=lambda: [lines.put(x) for x in tail.stdout or ()]).start()
+            threading.Thread(target=_pipe, args=(tail.stdout, lines), daemon=True).start()
             try:
                 assert lines.get(timeout=PATIENCE) == '{"n":0}\n'
                 run.append("steps", {"n": 1})
