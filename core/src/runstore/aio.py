@@ -682,7 +682,13 @@ class AsyncRunView:
         return await self.store.log_backend.list_streams(self.run_id)
 
     async def follow_chunks(
-        self, stream: str, decoder: LineDecoder, *, follow: bool = False, poll_interval: float = 0.5
+        self,
+        stream: str,
+        decoder: LineDecoder,
+        *,
+        follow: bool = False,
+        poll_interval: float = 0.5,
+        stale_after: timedelta | None = None,
     ) -> AsyncIterator[bytes]:
         """Raw chunks of ``stream`` from ``decoder.offset`` on, for a consumer feeding ``decoder``.
 
@@ -690,6 +696,8 @@ class AsyncRunView:
         thread) so the event loop only moves bytes. With ``follow=True`` it
         waits for more (the log backend's ``wait_for_append``: at most
         ``poll_interval``) until the run has finished, then drains once more.
+        With ``stale_after`` it also stops once the run's heartbeat is older
+        than that (its writer stopped without finishing): ``state`` tells which.
         """
         self.store.core.check_loop()
         validate_stream_name(stream, allow_reserved=True)
@@ -704,6 +712,8 @@ class AsyncRunView:
             self.torn_tails[stream] = decoder.torn_tail
             if not follow or self.state.is_terminal:
                 return
+            if stale_after is not None and self.state.heartbeat_stale(utcnow(), stale_after):
+                return  # its writer stopped: nothing more will come
             await self.store.log_backend.wait_for_append(
                 self.run_id, stream, decoder.offset, poll_interval
             )

@@ -27,6 +27,7 @@ from runstore.cli.context import (
     pass_cli,
 )
 from runstore.cli.damage import DamageReport
+from runstore.cli.maintenance import AgeParam
 from runstore.cli.render import (
     artifacts_table,
     format_record,
@@ -38,6 +39,7 @@ from runstore.cli.render import (
     streams_table,
     summary_panel,
 )
+from runstore.engine.store import owner_stale_after
 from runstore.model.errors import CorruptError, NotFoundError
 from runstore.model.records import DamagedLine
 from runstore.model.run import TERMINAL_STATUSES, ArtifactRef, RunStatus
@@ -295,6 +297,15 @@ def show(cli_ctx: CliContext, run_id: str, artifact_limit: int) -> None:
     metavar="SECONDS",
     help="How often -f checks for new records.",
 )
+@click.option(
+    "--stale-after",
+    type=AgeParam(),
+    default=None,
+    metavar="AGE",
+    help="-f stops, with exit status 1, once the run's heartbeat is older than AGE "
+    "(its writer stopped). Default: three of the writer's heartbeat intervals "
+    "(5m if it sends none).",
+)
 @json_option(help="Print JSON Lines: each record exactly as stored.")
 @pass_cli
 def tail(
@@ -305,6 +316,7 @@ def tail(
     lines: int,
     follow: bool,
     poll_interval: float,
+    stale_after: timedelta | None,
 ) -> None:
     """Print the last records of a stream; -f follows a live run until it finishes.
 
@@ -351,13 +363,26 @@ def tail(
     total = end.damaged.total
     if follow:
         decoder = end.decoder()
-        chunks = view.aio.follow_chunks(stream, decoder, follow=True, poll_interval=poll_interval)
+        stale = owner_stale_after(view.state) if stale_after is None else stale_after
+        chunks = view.aio.follow_chunks(
+            stream, decoder, follow=True, poll_interval=poll_interval, stale_after=stale
+        )
         for chunk in portal.iterate(chunks):
             seen = len(decoder.damaged)
             for record in decoder.records(decoder.feed(chunk)):
                 emit(record)
             report(decoder.damaged[seen:])
         total += decoder.damaged.total
+        if not view.state.is_terminal:  # the follow ended on a stale heartbeat
+            beat = view.state.heartbeat_at or view.state.updated_at
+            cli_ctx.err.print(
+                f"error: run {run_id!r} is {view.state.status} but its writer stopped: "
+                f"last heartbeat {beat.isoformat()}, older than {stale}; "
+                f"{cli_ctx.command_hint('recover', run_id)} marks it crashed",
+                style="red",
+                markup=False,
+            )
+            raise click.exceptions.Exit(1)
     torn = view.torn_tails.get(stream, 0)
     if torn:
         cli_ctx.err.print(
