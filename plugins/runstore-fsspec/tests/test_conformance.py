@@ -32,7 +32,7 @@ def test_plugin_registers_the_fsspec_backend_as_fallback() -> None:
 
 
 class TestS3(StoreConformance):
-    capabilities = Capabilities(native_append=False)
+    capabilities = Capabilities(native_append=False, any_event_loop=False)
     # every step is a few HTTP requests: fewer random sequences than in memory
     state_machine_settings = state_machine_settings(
         max_examples=int(os.environ.get(EXAMPLES_ENV) or 10)
@@ -65,7 +65,10 @@ class TestS3rver(StoreConformance):
     """s3rver ignores conditional writes: the kit runs with them off, under the writer lease."""
 
     capabilities = Capabilities(
-        conditional_create=False, compare_and_swap=False, native_append=False
+        conditional_create=False,
+        compare_and_swap=False,
+        native_append=False,
+        any_event_loop=False,
     )
     # the random sequences run in full on moto; here they cover the emulated checks
     state_machine_settings = state_machine_settings(
@@ -94,7 +97,7 @@ class TestS3rver(StoreConformance):
 
 
 class TestFsspecMemory(StoreConformance):
-    capabilities = Capabilities(native_append=False, persistent=False)
+    capabilities = Capabilities(native_append=False, persistent=False, any_event_loop=False)
 
     @pytest.fixture
     def store(self) -> Iterator[runstore.Store]:
@@ -129,7 +132,10 @@ class TestFsspecMemory(StoreConformance):
 
 class TestFsspecFile(StoreConformance):
     capabilities = Capabilities(
-        conditional_create=False, compare_and_swap=False, native_append=False
+        conditional_create=False,
+        compare_and_swap=False,
+        native_append=False,
+        any_event_loop=False,
     )
 
     @pytest.fixture
