@@ -178,6 +178,7 @@ class FsspecBackend(StateBackend, LogBackend, ArtifactBackend):
             native_append=False,
             consistent_listing=True,
             persistent=objects.persistent,
+            any_event_loop=False,  # s3fs/aiobotocore clients belong to their loop
         )
         self._state_tags: dict[str, tuple[int, str | None]] = {}
         self._index_tags: dict[str, tuple[int, str | None]] = {}
