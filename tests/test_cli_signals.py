@@ -38,14 +38,17 @@ NOISE = (
 
 _AFTER_IMPORT = (
     "import sys\n"
-    "from runstore.cli import main\n"
+    "from runstore.cli import handle_interrupts, main\n"
+    "handle_interrupts()\n"
     "sys.stderr.write('ready\\n'); sys.stderr.flush()\n"
     "main(sys.argv[1:])\n"
 )
 """The console script, telling the parent once ``import runstore`` is done.
 
 A Ctrl-C during that import, before any runstore code can run, is Python's
-own (a traceback); from there on it is the command line's to handle.
+own (a traceback); from there on it is the command line's to handle
+(``handle_interrupts`` is the first thing ``main`` does; called here before
+"ready", so the signal cannot land between the two).
 """
 
 

@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import NoReturn
 
-__all__ = ["main"]
+__all__ = ["handle_interrupts", "main"]
 
 _INTERRUPTED = 130
 
@@ -51,7 +51,14 @@ def _quiet_interrupted_asyncio() -> None:
     logging.getLogger("asyncio").disabled = True
 
 
+class _Phase:
+    running = False
+    """Inside :func:`main`'s ``try``: an interrupt unwinds (closing the store) there."""
+
+
 def _on_interrupt(signum: int, frame: FrameType | None) -> None:
+    if not _Phase.running:  # nothing started yet, or everything done: just go
+        _exit_interrupted(say=True)
     _quiet_interrupted_asyncio()
     raise KeyboardInterrupt
 
@@ -69,8 +76,21 @@ def _exit_interrupted(*, say: bool) -> NoReturn:
     os._exit(_INTERRUPTED)
 
 
-def _on_interrupt_at_exit(signum: int, frame: FrameType | None) -> None:
-    _exit_interrupted(say=True)
+def handle_interrupts() -> bool:
+    """Take over Ctrl-C the way :func:`main` does; whether it did.
+
+    Only when Python's own handler is in place (the main thread of a program
+    that did not install one): an embedding program keeps its own. :func:`main`
+    calls it first; a program that runs the command line later can call it
+    earlier, to cover its own start-up too.
+    """
+    current = signal.getsignal(signal.SIGINT)
+    if current is _on_interrupt:
+        return True
+    if current is not signal.default_int_handler:
+        return False
+    signal.signal(signal.SIGINT, _on_interrupt)
+    return True
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -79,10 +99,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     Ctrl-C at any point after ``import runstore`` exits 130 with one line on
     stderr and nothing else: during the imports, the command and the exit.
     """
-    in_main_thread = signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    if in_main_thread:
-        signal.signal(signal.SIGINT, _on_interrupt)
+    handle_interrupts()
     try:
+        _Phase.running = True
         from runstore.cli.app import main as run
 
         run(argv)
@@ -93,5 +112,4 @@ def main(argv: Sequence[str] | None = None) -> None:
             _exit_interrupted(say=False)
         raise
     finally:
-        if in_main_thread:  # Ctrl-C while the interpreter shuts down
-            signal.signal(signal.SIGINT, _on_interrupt_at_exit)
+        _Phase.running = False  # Ctrl-C from here on (the interpreter's exit): exit at once
