@@ -285,6 +285,8 @@ def test_the_chart_has_a_dot_per_run_for_pass_rate_duration_and_a_metric(
 
 def test_the_chart_follows_the_filter_and_refuses_a_malformed_one(client: TestClient) -> None:
     page = client.get("/chart?q=main").text  # metadata branch=main
+    assert '<form class="filters" method="get" action="/chart">' in page  # filters stay here
+    assert 'value="main"' in page
     assert len(re.findall(r'<circle class="dot"', page.split("</svg>")[0])) == 2
     bad = client.get("/chart", params={"where": "summary.pass_rate <"})
     assert bad.status_code == 400
