@@ -539,7 +539,8 @@ def test_missing_s3_credentials_name_what_to_set(
     if json_output:
         assert orjson.loads(out)["error"]["code"] == "permission_denied"
     else:
-        assert err.startswith("error: no usable S3 credentials")
+        assert err.startswith("error: ")
+        assert "no usable S3 credentials" in err
         assert len(err.splitlines()) == 1
     assert "Traceback" not in err
 
@@ -553,3 +554,28 @@ def test_tag_reads_short_words_after_the_run_as_tags_and_long_options_as_options
     result = _invoke("tag", "run_a", "-s", "--store", local_store.url, "--json")
     assert result.exit_code == 0, result.output
     assert orjson.loads(result.stdout)["tags"] == ["keep"]
+
+
+def test_missing_s3_credentials_are_permission_denied_in_the_api_too(
+    s3: S3Server, tmp_path: Path
+) -> None:
+    code = (
+        "import sys, runstore\n"
+        "with runstore.open(sys.argv[1]) as store:\n"
+        "    try:\n"
+        "        store.list_runs()\n"
+        "    except runstore.PermissionDeniedError as exc:\n"
+        "        print(exc.code, exc.message)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, s3.url("runs")],
+        capture_output=True,
+        timeout=120,
+        check=False,
+        env=_without_credentials(tmp_path),
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    out = done.stdout.decode()
+    assert out.startswith("permission_denied ")
+    assert "AWS_ACCESS_KEY_ID" in out
+    assert "AWS_PROFILE" in out

@@ -223,7 +223,8 @@ def explain(exc: BaseException) -> RunstoreError:
     ``exc`` must be a ``RunstoreError`` unless it is a credential error.
     """
     cause = _credential_cause(exc)
-    if cause is not None:
+    told = isinstance(exc, RunstoreError) and "AWS_ACCESS_KEY_ID" in exc.message
+    if cause is not None and not told:  # a backend that already says what to set keeps its words
         details = dict(exc.details) if isinstance(exc, RunstoreError) else {}
         details.update({"error": repr(cause), "cause": type(cause).__name__})
         explained = PermissionDeniedError(

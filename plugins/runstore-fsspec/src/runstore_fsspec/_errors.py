@@ -91,6 +91,25 @@ _OS_ERRORS: Final[tuple[tuple[type[BaseException], type[RunstoreError] | None], 
     (ConnectionError, BackendUnavailableError),
 )
 
+_CREDENTIAL_ERRORS: Final = frozenset(
+    {
+        "NoCredentialsError",
+        "PartialCredentialsError",
+        "CredentialRetrievalError",
+        "ProfileNotFound",
+        "NoAuthTokenError",
+        "UnauthorizedSSOTokenError",
+        "SSOTokenLoadError",
+    }
+)
+CREDENTIALS_HELP: Final = (
+    "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary "
+    "keys), or AWS_PROFILE naming a profile of ~/.aws/credentials or ~/.aws/config, or pass "
+    "them in the store URL (?profile=NAME, or ?key=...&secret=...); ?anon=true reads a "
+    "public bucket without credentials"
+)
+"""What a missing or unloadable credential error tells the user to check."""
+
 _UNAVAILABLE_ERRNOS: Final = frozenset(
     {errno.ECONNREFUSED, errno.ECONNRESET, errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETDOWN}
 )
@@ -160,6 +179,12 @@ def translate(exc: BaseException, *, op: str, key: str) -> RunstoreError | Preco
                 details=details,
             )
         return cls(f"{op} {key}: {exc}", details=details)
+    if type(exc).__name__ in _CREDENTIAL_ERRORS:  # botocore's, matched by name (extra optional)
+        return PermissionDeniedError(
+            f"{op} {key}: no usable S3 credentials ({type(exc).__name__}: {exc}): "
+            f"{CREDENTIALS_HELP}",
+            details=details,
+        )
     for kind, target in _OS_ERRORS:
         if isinstance(exc, kind):
             if target is None:
