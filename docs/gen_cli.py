@@ -74,7 +74,9 @@ runstore view --store s3://bucket/runs         # browse the runs in a web page
   instead of tables (`tail` prints JSON Lines, `view` one line with its URL);
   an error becomes `{"error": {"code", "message", "details"}}` on stdout.
 - **`--verbose`**: an error also prints its code, details and the chain of
-  causes (the storage library's own exception, say).
+  causes (the storage library's own exception, say). An error runstore did
+  not expect (a bug) is one line too, `internal error (...)`; with
+  `--verbose` it is the full traceback, to put in a bug report.
 - **Install hints** name the published package (`pip install 'runstore[view]'`)
   and, when runstore runs from a source checkout, the editable form with the
   checkout's real path (`pip install -e '/src/runstore/core[view]'`). Missing

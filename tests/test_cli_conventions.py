@@ -579,3 +579,20 @@ def test_missing_s3_credentials_are_permission_denied_in_the_api_too(
     assert out.startswith("permission_denied ")
     assert "AWS_ACCESS_KEY_ID" in out
     assert "AWS_PROFILE" in out
+
+
+@click.command("boom")
+def _boom() -> None:
+    raise RuntimeError("a bug")
+
+
+def test_an_unexpected_error_is_one_line_and_verbose_shows_the_traceback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(cli.commands, "boom", _boom)
+    line = _failure_line(_invoke("boom"))
+    assert line.startswith("error: internal error (RuntimeError: a bug); rerun with --verbose")
+    error = _error(_invoke("boom", "--json"))
+    assert error["details"] == {"exception": "RuntimeError('a bug')"}
+    verbose = _invoke("boom", "-v")
+    assert isinstance(verbose.exception, RuntimeError)  # the traceback, for the report

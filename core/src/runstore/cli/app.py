@@ -158,11 +158,28 @@ class RunstoreGroup(click.Group):
             ctx.exit(EXIT_FAILURE)
         except KeyboardInterrupt:
             interrupted(_cli_context(ctx))
+        except (click.exceptions.Exit, click.ClickException, click.Abort, BrokenPipeError):
+            raise  # click's own: an exit, a usage error, the reader went away (ls | head)
         except Exception as exc:
-            if not is_credential_error(exc):
+            cli_ctx = ctx.ensure_object(CliContext)
+            if is_credential_error(exc):
+                report_error(cli_ctx, explain(exc))
+            elif cli_ctx.verbose:
                 raise
-            report_error(ctx.ensure_object(CliContext), explain(exc))
+            else:
+                report_error(cli_ctx, _internal(exc))
             ctx.exit(EXIT_FAILURE)
+
+
+def _internal(exc: Exception) -> RunstoreError:
+    """A bug (an exception runstore did not type) as one line that says what to do."""
+    error = RunstoreError(
+        f"internal error ({type(exc).__name__}: {exc}); rerun with --verbose for the "
+        "traceback, and please report it",
+        details={"exception": repr(exc)},
+    )
+    error.__cause__ = exc
+    return error
 
 
 CONTEXT_SETTINGS: Final = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
