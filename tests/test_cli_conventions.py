@@ -596,3 +596,17 @@ def test_an_unexpected_error_is_one_line_and_verbose_shows_the_traceback(
     assert error["details"] == {"exception": "RuntimeError('a bug')"}
     verbose = _invoke("boom", "-v")
     assert isinstance(verbose.exception, RuntimeError)  # the traceback, for the report
+
+
+def test_demo_refuses_a_run_directory_or_a_file_as_its_store(local_store: CliStore) -> None:
+    small_runs(local_store, "run_a")
+    assert local_store.root is not None
+    run_dir = local_store.root / "run_a"
+    before = _everything_under(run_dir)
+    error = _error(_invoke("--store", str(run_dir), "demo", "--instances", "1", "--json"))
+    assert error["details"]["store"] == str(local_store.root)
+    assert _everything_under(run_dir) == before
+    notes = local_store.root / "notes.txt"
+    notes.write_text("x")
+    error = _error(_invoke("--store", str(notes), "demo", "--instances", "1", "--json"))
+    assert error["code"] == "invalid_input"

@@ -81,8 +81,7 @@ class CliContext:
         empty store.
         """
         if self._store is None:
-            if not self.creates_store:
-                require_store(self.store_url)
+            require_store(self.store_url, may_create=self.creates_store)
             self._store = open_store(self.store_url)
         return self._store
 

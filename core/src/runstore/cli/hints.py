@@ -100,14 +100,15 @@ _FILE_BACKENDS: Final = ("local", "fsspec")
 """Backends that keep a ``file`` store in a folder of the store's path."""
 
 
-def require_store(url: str) -> None:
+def require_store(url: str, *, may_create: bool = False) -> None:
     """Raise unless ``url`` names an existing store, when that can be told without opening it.
 
     Only a local store can be told: it is a directory holding runstore's
     bookkeeping folder or run folders. A path that does not exist, a file,
     a run directory or a folder holding no store is ``not_found`` (a file:
     ``invalid_input``), with the path the user probably meant. Other
-    backends are left to report their own errors.
+    backends are left to report their own errors. ``may_create`` (``demo``)
+    accepts a new folder, never a run directory or a file.
     """
     forced, target = parse_target(url)
     if target.scheme != "file" or forced not in (None, *_FILE_BACKENDS):
@@ -122,7 +123,7 @@ def require_store(url: str) -> None:
             details={"url": url, "store": str(store), "run_id": path.name},
         )
     if path.is_dir():
-        if _is_store(path):
+        if may_create or _is_store(path):
             return
         inside = sorted(p.name for p in _subdirs(path) if _is_store(p))
         hint = f"; did you mean {_alternatives(url, [path / n for n in inside])}?" if inside else ""
@@ -136,6 +137,8 @@ def require_store(url: str) -> None:
             f"--store {url} is a file, not a store folder",
             details={"url": url, "path": str(path)},
         )
+    if may_create:
+        return
     near = _near(path)
     hint = f"; did you mean {_alternatives(url, near)}?" if near else ""
     missing = "no such directory" if path.parent.is_dir() else f"{path.parent} does not exist"
