@@ -267,6 +267,7 @@ def test_latest_in_a_store_without_runs_is_not_found(local_store: CliStore) -> N
     runstore.open(local_store.url).close()
     error = _error(_invoke("--store", local_store.url, "show", "latest", "--json"))
     assert error["code"] == "not_found"
+    assert error["message"].endswith("it has no runs yet")
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from typing import Final, get_args
+from typing import Final, cast, get_args
 
 from runstore.aio import AsyncStore
 from runstore.model.errors import InvalidInputError, NotFoundError
@@ -75,12 +75,14 @@ async def _latest(store: AsyncStore, ref: str, status: str | None, back: int) ->
             f"{ref!r}: no run status {status!r} (statuses: {', '.join(_STATUSES)})",
             details={"ref": ref, "status": status},
         )
-    page = await store.list_runs(status=status, limit=1, offset=back)  # type: ignore[arg-type]
+    wanted = cast("RunStatus | None", status)  # checked against the statuses above
+    page = await store.list_runs(status=wanted, limit=1, offset=back)
     if page:
         return page[0].run_id
     which = f"with status {status}" if status else "in all"
-    count = len(await store.list_runs(status=status))  # type: ignore[arg-type]
+    count = len(await store.list_runs(status=wanted))
+    has = f"it has {count} runs {which}" if count or status else "it has no runs yet"
     raise NotFoundError(
-        f"no run {ref!r} in {store.url}: it has {count} runs {which}",
+        f"no run {ref!r} in {store.url}: {has}",
         details={"ref": ref, "status": status, "count": count},
     )
