@@ -76,6 +76,8 @@ class LocalStreamWriter(StreamWriter):
         with translating(f"cannot repair {self._what}", run_id=run_id, stream=stream):
             try:
                 self._size = repair_torn_tail(fd)
+                if durability == "fsync":  # the file's name, if new, survives a power cut too
+                    os.fsync(dir_fd)
             except OSError:
                 os.close(fd)
                 raise
