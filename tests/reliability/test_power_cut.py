@@ -20,7 +20,9 @@ commits its name" as ext4 happens to do):
   never synced is empty);
 * a directory's entries (create, rename, link, unlink, mkdir) as they were at
   the directory's last ``fsync``: a name is kept only if its directory was
-  fsynced after the name was made (a directory never fsynced is empty).
+  fsynced after the name was made (a directory never fsynced is empty). A
+  rename across folders is a name added to one and removed from the other,
+  each kept by its own folder's ``fsync`` (a temp file's name can come back).
 
 That is the ``synced`` view: what a file system *must* keep. Two more views
 bound what it *may* keep:
@@ -798,12 +800,16 @@ def effects(events: list[Event]) -> Counter[str]:
 # -- the tests -----------------------------------------------------------------------------
 
 KNOWN_BUGS: Final[dict[str, re.Pattern[str]]] = {
-    # put_artifact creates artifacts/ and its subfolders (open_dir(create=True)) without
-    # fsyncing the folder each new one is made in: the artifact's own name is fsynced
-    # into its folder, but that folder's name is not durable, so after a power cut
-    # artifacts.jsonl lists an artifact whose file is gone. Seen at every synced cut
-    # between the put of artifacts/inst_002/deep/er/blob.bin and the end of run_cut_a.
-    # When it is fixed this test fails until the entry is removed.
+    # Under fsync, put_artifact creates artifacts/ and its subfolders (open_dir with
+    # create=True: mkdir) without fsyncing the folder each new one is made in. The
+    # artifact's own name is fsynced into its folder and its artifacts.jsonl line is
+    # fdatasynced, but the folder's name is not durable: after a power cut the run
+    # lists an artifact whose file is gone (NotFoundError). The synced view shows it
+    # for inst_001/step_001_request.json and inst_002/deep/er/blob.bin of run_cut_a
+    # and inst_001/response.json of run_cut_b, from their put until another put
+    # happens to fsync the folder above (for inst_001/ of run_cut_a: report.json's).
+    # Fixed by an fsync of the parent after each mkdir; then this test fails until
+    # the entry is removed.
     "put_artifact: new artifact folders are not fsynced into their parent": re.compile(
         r"listed artifact \S+: NotFoundError"
     ),
@@ -871,6 +877,20 @@ def test_power_cut_at_every_point_keeps_everything_acknowledged_under_fsync(
     figures.add("power_cut.fsync.torn_tails_hidden", totals.torn_tails)
     figures.add("power_cut.fsync.states_losing_an_artifact_known_bug", sum(seen.values()))
     figures.add("power_cut.fsync.failures", len(left))
+
+
+def test_a_planted_missing_directory_fsync_is_caught_under_fsync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scale: Scale
+) -> None:
+    """The checker can fail under ``fsync`` too: without the directory fsyncs after
+    renames and run creation, a power cut loses acknowledged runs and states."""
+    for module in (runstore_local.fs, runstore_local.backend):
+        monkeypatch.setattr(module, "fsync_dir", lambda dir_fd: None)
+    events = record_run(tmp_path / "runs", "fsync")
+    totals = cut_everywhere(events, ("synced",), tmp_path / "cuts", scale)
+    lost = [problem for failure in totals.failures for problem in failure.found.lost]
+    assert f"{RUN_A}: not listed" in lost, lost
+    assert f"{RUN_B}: not listed" in lost, lost
 
 
 def test_power_cut_loses_unsynced_data_under_flush_so_the_checker_can_fail(
