@@ -452,7 +452,8 @@ class LocalBackend(StateBackend, LogBackend, ArtifactBackend):
 
     def _artifact_parent(self, run_fd: int, name: str, *, create: bool) -> tuple[int, str]:
         *dirs, leaf = name.split("/")
-        return open_dir(run_fd, [layout.ARTIFACTS_DIR, *dirs], create=create), leaf
+        folders = [layout.ARTIFACTS_DIR, *dirs]
+        return open_dir(run_fd, folders, create=create, sync=create and self._sync), leaf
 
     async def put(self, run_id: str, name: str, source: ArtifactSource) -> StoredArtifact:
         what = f"artifact {name!r} of run {run_id!r}"

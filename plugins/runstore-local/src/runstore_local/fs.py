@@ -39,8 +39,12 @@ def opened(fd: int) -> Iterator[int]:
         os.close(fd)
 
 
-def open_dir(parent_fd: int, parts: list[str], *, create: bool = False) -> int:
-    """Walk ``parts`` below ``parent_fd`` without following links; return the final dir fd."""
+def open_dir(parent_fd: int, parts: list[str], *, create: bool = False, sync: bool = False) -> int:
+    """Walk ``parts`` below ``parent_fd`` without following links; return the final dir fd.
+
+    ``create`` makes the missing folders; with ``sync`` each new one's parent is
+    fsynced, so its name survives a power cut (``durability="fsync"``).
+    """
     fd = os.dup(parent_fd)
     try:
         for part in parts:
@@ -49,6 +53,9 @@ def open_dir(parent_fd: int, parts: list[str], *, create: bool = False) -> int:
                     os.mkdir(part, 0o755, dir_fd=fd)
                 except FileExistsError:
                     pass
+                else:
+                    if sync:
+                        fsync_dir(fd)
             try:
                 child = os.open(part, DIR_FLAGS, dir_fd=fd)
             except NotADirectoryError:
