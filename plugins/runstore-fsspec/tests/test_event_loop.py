@@ -61,3 +61,21 @@ def test_a_second_asyncio_run_is_refused_before_any_request(s3: S3Server) -> Non
         await store.aclose()
 
     asyncio.run(close())  # the first loop has ended: closing from another is allowed
+
+
+def test_closing_a_closed_store_again_from_another_loop_does_nothing(s3: S3Server) -> None:
+    store = runstore.aio.open(s3.url("loops"))
+
+    async def use_and_close() -> None:
+        await store.list_runs()
+        await store.aclose()
+
+    asyncio.run(use_and_close())
+
+    async def close_again() -> None:
+        await store.aclose()
+
+    worker = threading.Thread(target=lambda: asyncio.run(close_again()))
+    worker.start()
+    worker.join(120)
+    asyncio.run(close_again())  # idempotent, from any loop

@@ -113,6 +113,7 @@ class StoreCore:
         )
         """Some backend's clients belong to one event loop (see :meth:`check_loop`)."""
         self.home: asyncio.AbstractEventLoop | None = None
+        self.closed = False
         # Strong references: a run the caller dropped unfinished still holds open
         # streams (and their locks) until aclose() releases it.
         self.live: set[RunCore] = set()
@@ -121,7 +122,7 @@ class StoreCore:
         """Refuse a call from another event loop than the one that first used a store
         whose backend is bound to its loop (it would fail deep in the client, or hang).
         ``closing``: that loop has ended, so closing from another one is all that is left."""
-        if not self.loop_bound:
+        if not self.loop_bound or (closing and self.closed):
             return
         loop = asyncio.get_running_loop()
         if self.home is None or (closing and self.home.is_closed()):
@@ -136,7 +137,11 @@ class StoreCore:
             )
 
     async def aclose(self) -> None:
-        """Release open runs (their records stay durable; they stay unfinished) and backends."""
+        """Release open runs (their records stay durable; they stay unfinished) and backends.
+        Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
         for run in list(self.live):
             await run.release()
         for obj in self._objects:
