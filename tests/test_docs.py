@@ -7,6 +7,11 @@ A comment on the line before a block changes that:
 * ``<!-- docs-test: skip (why) -->``: not run (it needs S3, say);
 * ``<!-- docs-test: write PATH -->``: written to ``PATH`` in the page's
   directory instead of run (the files of the "Write a backend" guide).
+
+A block that leaves a store open fails: the reader who copies it should get
+``with runstore.open(...) as store:`` (on S3 an unclosed store's HTTP sessions
+warn at exit). The driver counts every ``AsyncStore`` (the sync ``Store``
+wraps one) built and not yet closed: after each block, none may be left.
 """
 
 from __future__ import annotations
@@ -98,6 +103,24 @@ _DRIVER = textwrap.dedent(
     """
     import pathlib, sys, traceback
 
+    from runstore.aio import AsyncStore
+
+    OPEN_STORES = {}  # id -> every store built and not yet closed (kept alive to be seen)
+    _built, _aclose = AsyncStore.__init__, AsyncStore.aclose
+
+
+    def _tracked_init(self, *args, **kwargs):
+        _built(self, *args, **kwargs)
+        OPEN_STORES[id(self)] = self
+
+
+    async def _tracked_aclose(self):
+        await _aclose(self)
+        OPEN_STORES.pop(id(self), None)
+
+
+    AsyncStore.__init__, AsyncStore.aclose = _tracked_init, _tracked_aclose
+
     namespace = {"__name__": "__main__"}
     for page, line, action, path, code in ACTIONS:
         if action == "write":
@@ -110,8 +133,18 @@ _DRIVER = textwrap.dedent(
         except BaseException:
             traceback.print_exc()
             sys.exit(f"FAILED: the python block at docs/{page} line {line}")
+        if OPEN_STORES:
+            left = ", ".join(sorted(repr(store) for store in OPEN_STORES.values()))
+            sys.exit(
+                f"FAILED: the python block at docs/{page} line {line} leaves a store open "
+                f"({left}): write 'with runstore.open(...) as store:' "
+                f"('async with runstore.aio.open(...)'), or close it"
+            )
     """
 )
+
+Action = tuple[str, int, str, str, str]
+"""What the driver does with one block: (page, line, action, path, code)."""
 
 
 def run_page(page: str, workdir: Path) -> subprocess.CompletedProcess[str]:
@@ -119,6 +152,11 @@ def run_page(page: str, workdir: Path) -> subprocess.CompletedProcess[str]:
     actions = [
         (b.page, b.line, b.action, b.path, b.code) for b in blocks(page) if b.action != "skip"
     ]
+    return run_actions(actions, workdir)
+
+
+def run_actions(actions: list[Action], workdir: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``actions`` in ``workdir`` through the driver, in a fresh interpreter."""
     script = workdir.parent / f"{workdir.name}-driver.py"
     script.write_text(f"ACTIONS = {actions!r}\n{_DRIVER}", encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if k != "RUNSTORE_URL"}
@@ -237,6 +275,85 @@ def test_python_blocks_run(page: str, tmp_path: Path) -> None:
     workdir.mkdir()
     result = run_page(page, workdir)
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+
+
+# A store each way a reader might leave one open, and each way of closing one.
+_LEFT_OPEN = {
+    "sync": 'import runstore\n\nstore = runstore.open("memory://left")\nstore.list_runs()\n',
+    "async": 'import runstore\n\nstore = runstore.aio.open("memory://left")\n',
+    "dropped": 'import runstore\n\nprint(runstore.open("memory://left").list_runs())\n',
+}
+_CLOSED = {
+    "with": 'import runstore\n\nwith runstore.open("memory://c") as store:\n    print(store)\n',
+    "close": 'import runstore\n\nstore = runstore.open("memory://c")\nstore.close()\n',
+    "async with": (
+        "import asyncio\n\nimport runstore\n\n\nasync def main() -> None:\n"
+        '    async with runstore.aio.open("memory://c") as store:\n'
+        "        await store.list_runs()\n\n\nasyncio.run(main())\n"
+    ),
+    "aclose": (
+        'import asyncio\n\nimport runstore\n\nstore = runstore.aio.open("memory://c")\n'
+        "asyncio.run(store.aclose())\n"
+    ),
+    "failed to open": (
+        "import runstore\n\ntry:\n"
+        '    runstore.open("nosuchbackend+memory://x")\n'
+        "except runstore.BackendNotFoundError:\n    pass\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("code", list(_LEFT_OPEN.values()), ids=list(_LEFT_OPEN))
+def test_a_block_that_leaves_a_store_open_fails(code: str, tmp_path: Path) -> None:
+    workdir = tmp_path / "page"
+    workdir.mkdir()
+    closes = ("example.md", 3, "run", "", _CLOSED["with"])
+    result = run_actions([closes, ("example.md", 12, "run", "", code)], workdir)
+    assert result.returncode != 0
+    assert (
+        "the python block at docs/example.md line 12 leaves a store open "
+        "(<AsyncStore 'memory://left'>)"
+    ) in result.stderr
+
+
+def test_blocks_that_close_their_stores_pass(tmp_path: Path) -> None:
+    workdir = tmp_path / "page"
+    workdir.mkdir()
+    actions: list[Action] = [
+        ("example.md", line, "run", "", code) for line, code in enumerate(_CLOSED.values())
+    ]
+    result = run_actions(actions, workdir)
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+
+
+_BOUND_STORE = re.compile(r"^[ \t]*(?P<name>\w+) = (?:await )?runstore(?:\.aio)?\.open\(.*$", re.M)
+_ANY_PYTHON = re.compile(r"^[ \t]*```py(?:thon)?[^\n]*\n(.*?)^[ \t]*```$", re.M | re.S)
+
+
+def stores_left_open(code: str) -> list[str]:
+    """The ``name = runstore.open(...)`` lines of ``code`` whose ``name`` is never closed."""
+    return [
+        match[0].strip()
+        for match in _BOUND_STORE.finditer(code)
+        if not re.search(rf"\b{match['name']}\.a?close\(\)", code[match.end() :])
+    ]
+
+
+def test_stores_left_open_finds_a_store_bound_and_never_closed() -> None:
+    assert stores_left_open(_LEFT_OPEN["sync"]) == ['store = runstore.open("memory://left")']
+    assert stores_left_open(_LEFT_OPEN["async"]) == ['store = runstore.aio.open("memory://left")']
+    assert [stores_left_open(code) for code in _CLOSED.values()] == [[]] * len(_CLOSED)
+
+
+def test_no_page_binds_a_store_it_never_closes() -> None:
+    """Every page and the README, blocks not run here included (S3, PostgreSQL, the
+    pages other suites run): a store given a name is closed on its page."""
+    left = [
+        f"{path.relative_to(ROOT)}: {line}"
+        for path in sorted([*DOCS.rglob("*.md"), ROOT / "README.md"])
+        for line in stores_left_open("".join(_ANY_PYTHON.findall(path.read_text("utf-8"))))
+    ]
+    assert left == [], "use 'with runstore.open(...) as store:'"
 
 
 def test_the_write_a_backend_guide_goes_from_an_empty_folder_to_a_passing_kit(
