@@ -23,6 +23,7 @@ import re
 import subprocess
 import sys
 import textwrap
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -155,7 +156,7 @@ def run_page(page: str, workdir: Path) -> subprocess.CompletedProcess[str]:
     return run_actions(actions, workdir)
 
 
-def run_actions(actions: list[Action], workdir: Path) -> subprocess.CompletedProcess[str]:
+def run_actions(actions: Sequence[Action], workdir: Path) -> subprocess.CompletedProcess[str]:
     """Run ``actions`` in ``workdir`` through the driver, in a fresh interpreter."""
     script = workdir.parent / f"{workdir.name}-driver.py"
     script.write_text(f"ACTIONS = {actions!r}\n{_DRIVER}", encoding="utf-8")
