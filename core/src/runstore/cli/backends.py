@@ -22,20 +22,31 @@ __all__ = ["PluginInfo", "backends"]
 
 
 @click.command()
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Open the --store and check what its backend declares against the storage "
+    "itself (an S3 endpoint's conditional writes): print the capabilities it really has.",
+)
 @json_option
 @pass_cli
-def backends(cli_ctx: CliContext) -> None:
+def backends(cli_ctx: CliContext, check: bool) -> None:
     """List installed plugins and the backends they register.
 
     Shows each backend's name, the URL schemes it claims ("file" covers plain
     paths), the concerns it stores and the package that provides it, and
-    which backend the current --store would use.
+    which backend the current --store would use. --check opens that store
+    and prints the capabilities its backend has, checked where they can be.
 
     \b
     Examples:
       runstore backends
       runstore --store s3://bucket/runs backends --json
+      runstore --store s3://bucket/runs backends --check
     """
+    if check:
+        _check(cli_ctx)
+        return
     plugins = Plugins()
     specs = sorted(plugins.backends().values(), key=lambda s: s.name)
     try:
@@ -92,3 +103,29 @@ def plugins_table(installed: Sequence[PluginInfo]) -> Table:
     for info in installed:
         table.add_row(Text(info.name), Text(info.distribution or "(built in)"), info.version or "-")
     return table
+
+
+def _check(cli_ctx: CliContext) -> None:
+    """Print the checked capabilities of the store's state backend."""
+    store = cli_ctx.store
+    backend = store.aio.state_backend
+    checked = store.portal.call(backend.verify_capabilities())
+    rows = {f.name: getattr(checked, f.name) for f in dataclasses.fields(checked)}
+    if cli_ctx.json:
+        emit_json(
+            {
+                "store": cli_ctx.store_url,
+                "backend": store.backend_names["state"],
+                "capabilities": rows,
+                "multi_writer": checked.multi_writer,
+            }
+        )
+        return
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title="capabilities", title_justify="left")
+    table.add_column("capability", style="cyan", no_wrap=True)
+    table.add_column("value")
+    for name, value in rows.items():
+        table.add_row(name, Text(str(value), style="green" if value else "yellow"))
+    cli_ctx.out.print(table)
+    writers = "several processes or hosts" if checked.multi_writer else "one process at a time"
+    cli_ctx.out.print(Text.assemble("writers: ", (writers, "bold")))

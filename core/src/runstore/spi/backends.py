@@ -270,6 +270,13 @@ class StateBackend(ABC):
 
     capabilities: Capabilities = Capabilities()
 
+    async def verify_capabilities(self) -> Capabilities:
+        """The capabilities, after checking those the backend can check against its
+        storage (an S3 endpoint's conditional writes, say): runstore calls it before
+        relying on them where it matters (``runstore backends --check``). The
+        default checks nothing and returns :attr:`capabilities`."""
+        return self.capabilities
+
     @abstractmethod
     async def create_run(self, manifest: RunManifest, state: RunState) -> None:
         """Create the run: manifest, first state and index record, all or nothing.

@@ -227,6 +227,11 @@ class FsspecBackend(StateBackend, LogBackend, ArtifactBackend):
         self._lease = ListingLease(self.objects)
         guard.announce(verdict)
 
+    async def verify_capabilities(self) -> Capabilities:
+        """Probe the endpoint's conditional writes (S3), then the capabilities it has."""
+        await self.check_conditional_writes()
+        return self.capabilities
+
     async def check_conditional_writes(self) -> Verdict | None:
         """The verdict on the endpoint's conditional writes (S3 only; ``None`` elsewhere).
 
