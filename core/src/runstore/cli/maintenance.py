@@ -405,9 +405,11 @@ def recover(
     A live run (created or running) whose heartbeat is older than
     --stale-after had its writer killed: its torn last lines are cut off,
     its summary is rebuilt from what is stored and it is marked crashed.
-    Runs with a fresh heartbeat are left alone, and a writer that comes back
-    meanwhile wins. Running it twice changes nothing the second time. With
-    no RUN, looks at every live run.
+    Runs with a fresh heartbeat are left alone, and so is a run whose writer
+    beats less often than half of --stale-after (it may be alive). A writer
+    that comes back before its run is marked wins; one that comes back after
+    gets a conflict on its next write, never a silent success. Running it
+    twice changes nothing the second time. With no RUN, looks at every live run.
 
     \b
     Examples:
