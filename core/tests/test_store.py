@@ -525,3 +525,27 @@ def test_stale_writer_cannot_finish_over_a_newer_state() -> None:
         assert view.summary is None
         assert view.state.status == "running"
         other.finish()
+
+
+def test_delete_run_calls_each_backend_object_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One object serving several concerns deletes everything of the run in one call."""
+    name = f"memory://delete-once-{os.getpid()}"
+    with runstore.open(name, logs=name + "-logs") as store:
+        with store.create_run(run_id="run_d") as run:
+            run.append("steps", {"n": 1})
+        calls: list[str] = []
+        for concern, backend in (
+            ("state", store.aio.state_backend),
+            ("logs", store.aio.log_backend),
+        ):
+            original = backend.delete_run
+
+            async def spy(run_id: str, concern: str = concern, original: Any = original) -> None:
+                calls.append(concern)
+                await original(run_id)
+
+            monkeypatch.setattr(backend, "delete_run", spy)
+        store.delete_run("run_d")
+        assert sorted(calls) == ["logs", "state"]  # artifacts share the state's object
+        with pytest.raises(runstore.NotFoundError):
+            store.get_run("run_d")

@@ -438,9 +438,13 @@ class AsyncStore:
             )
         for live in [run for run in self.core.live if run.run_id == run_id]:
             await live.abandon()  # its buffered records must not land in a new run
-        await self.core.artifacts.delete_run(run_id)
-        await self.core.logs.delete_run(run_id)
-        await self.core.state.delete_run(run_id)
+        # Once per backend object (one serving several concerns deletes all it holds),
+        # the state last: a run whose deletion stopped half-way is still listed.
+        done: list[object] = []
+        for backend in (self.core.artifacts, self.core.logs, self.core.state):
+            if not any(backend is seen for seen in done):
+                done.append(backend)
+                await backend.delete_run(run_id)
 
 
 class AsyncRun:
