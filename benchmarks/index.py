@@ -6,7 +6,8 @@ then it measures, on the real API: one more ``create_run`` (generated id, the
 atomic claim included), ``list_runs`` pages with and without filters, a page
 filtered by ``where`` (pushed down to SQLite) against the reference semantics
 in memory over every record (what the local backend did before), and a full
-listing (the page parses records as they are read: also timed reading them all). Goals: a page <= 0.2 s, a ``where`` page <= 20 ms, the full listing
+listing (the page parses records as they are read: also timed reading them
+all). Goals: a page <= 0.2 s, a ``where`` page <= 20 ms, the full listing
 <= 0.3 s at 100k runs, and create cost flat in the number of runs (ratio of
 the cost at N to the cost at the smallest N).
 
