@@ -29,8 +29,8 @@ import time
 from pathlib import Path
 
 import orjson
-import pyarrow as pa
-import pyarrow.json as pajson
+import pyarrow as pa  # type: ignore[import-untyped]
+import pyarrow.json as pajson  # type: ignore[import-untyped]
 from _harness import Row, interleaved, parser, run_main
 
 import runstore

@@ -59,7 +59,7 @@ def main(args: argparse.Namespace) -> list[Row]:
             def baseline(i: int) -> float:
                 start = time.perf_counter()
                 raw.put(str(folder), f"{BUCKET}/raw/{i}", recursive=True)
-                return args.artifacts / (time.perf_counter() - start)
+                return int(args.artifacts) / (time.perf_counter() - start)
 
             def subject(i: int) -> float:
                 with runstore.open(s3.url(f"cp/{i}"), heartbeat_interval=0) as target:
@@ -67,7 +67,7 @@ def main(args: argparse.Namespace) -> list[Row]:
                     report = copy_runs(source, target)
                     elapsed = time.perf_counter() - start
                 assert report.copied == ["run_many"], report
-                return args.artifacts / elapsed
+                return int(args.artifacts) / elapsed
 
             try:
                 base, ours, ratio = interleaved(args.rounds, baseline, subject)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import html
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +36,7 @@ def _get(store_url: str, *paths: str) -> list[tuple[int, str]]:
         async def receive() -> dict[str, Any]:
             return {"type": "http.request", "body": b"", "more_body": False}
 
-        async def send(message: dict[str, Any]) -> None:
+        async def send(message: MutableMapping[str, Any]) -> None:
             nonlocal status, body
             if message["type"] == "http.response.start":
                 status = message["status"]

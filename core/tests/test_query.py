@@ -55,7 +55,7 @@ def refused(text: str) -> InvalidInputError:
     return caught.value
 
 
-def ids(records: list[RunRecord]) -> list[str]:
+def ids(records: Sequence[RunRecord]) -> list[str]:
     return [r.run_id for r in records]
 
 
