@@ -324,7 +324,8 @@ def test_a_finished_runs_state_that_is_never_written_again_fails_the_label_tests
     failed = failures(result)
     label_test = "test_metadata_and_tags_change_after_finish_and_the_index_shows_them"
     assert failed[label_test].startswith("AssertionError: assert ({'project': ...")
-    assert "disagrees with the reference" in failed[STATE_MACHINE]
+    # The deterministic test above is what must catch it; the state machine reaches a
+    # relabel after finish in some of its sequences only (not in every CI run).
 
 
 def test_a_state_write_dropped_on_a_stale_revision_fails_the_lost_update_test(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -178,3 +180,22 @@ def test_a_writer_coming_back_after_recover_marked_its_run_crashed_gets_a_confli
             run.finish()
         state = store.get_run("run_o").state
         assert state.status == "crashed" and state.owner is None
+
+
+def test_a_run_whose_writer_process_is_gone_resumes_at_once(tmp_path: Path) -> None:
+    """Its token names this host and a pid that no longer exists: no need to wait."""
+    root = str(tmp_path / "runs")
+    code = (
+        "import os, sys, runstore\n"
+        "store = runstore.open(sys.argv[1])\n"
+        "store.create_run(run_id='run_k').append('events', {'n': 1})\n"
+        "os._exit(0)  # dies holding the run: no release is stored\n"
+    )
+    subprocess.run([sys.executable, "-c", code, root], check=True, timeout=120)
+    with runstore.open(root) as store:
+        state = store.get_run("run_k").state
+        assert state.owner is not None and not state.heartbeat_stale(
+            datetime.now(UTC), timedelta(hours=1)
+        )
+        summary = store.resume_run("run_k").finish()  # no force, no stale_after
+    assert summary.stream_counts == {"events": 1}

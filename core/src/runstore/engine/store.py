@@ -59,9 +59,24 @@ def new_owner_token() -> str:
 
 
 def released_here(token: str) -> bool:
-    """``token`` is this process's and no writer of it holds the run any more (its
-    release could not be stored, say): the run's writer is known to be gone."""
-    return token.startswith(f"{socket.gethostname()}:{os.getpid()}:") and token not in LIVE_OWNERS
+    """The writer that holds ``token`` is known to be gone: it is this process's and
+    holds the run no more (its release could not be stored, say), or it is another
+    process of this host that no longer exists (killed). A reused pid counts as
+    alive: the heartbeat decides then."""
+    host, _, rest = token.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return token not in LIVE_OWNERS
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, owned by someone else
+        return False
+    return False
 
 
 _RELABEL_TRIES = 20
