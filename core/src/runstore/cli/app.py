@@ -53,7 +53,6 @@ from runstore.cli.context import (
     store_option,
     verbose_flag,
 )
-from runstore.cli.hints import explain, is_credential_error
 from runstore.model.errors import RunstoreError
 
 __all__ = [
@@ -162,12 +161,9 @@ class RunstoreGroup(click.Group):
             raise  # click's own: an exit, a usage error, the reader went away (ls | head)
         except Exception as exc:
             cli_ctx = ctx.ensure_object(CliContext)
-            if is_credential_error(exc):
-                report_error(cli_ctx, explain(exc))
-            elif cli_ctx.verbose:
+            if cli_ctx.verbose:
                 raise
-            else:
-                report_error(cli_ctx, _internal(exc))
+            report_error(cli_ctx, _internal(exc))
             ctx.exit(EXIT_FAILURE)
 
 

@@ -1,4 +1,4 @@
-"""Hints that work where the user is: install commands, store paths, S3 credentials.
+"""Hints that work where the user is: install commands and store paths.
 
 * :func:`install_hint`: how to install a package extra, in the form that fits
   how runstore itself was installed (from an index, or editable from a
@@ -7,7 +7,7 @@
   before opening it would create it; a near path or the store of a run
   directory is suggested.
 * :func:`explain`: an error rewritten for a person: an install hint added to
-  a missing backend, and missing S3 credentials named as such.
+  a missing backend (the fsspec backend itself names what to set for S3 credentials).
 
 No click, no rich: plain functions of paths and errors.
 """
@@ -29,13 +29,12 @@ from runstore.model.errors import (
     BackendNotFoundError,
     InvalidInputError,
     NotFoundError,
-    PermissionDeniedError,
     RunstoreError,
 )
 from runstore.registry.config import parse_target
 from runstore.spi.layout import BOOKKEEPING_DIR, MANIFEST
 
-__all__ = ["checkout_root", "explain", "install_hint", "is_credential_error", "require_store"]
+__all__ = ["checkout_root", "explain", "install_hint", "require_store"]
 
 
 # -- install hints ------------------------------------------------------------------
@@ -182,62 +181,12 @@ def _alternatives(url: str, paths: list[Path]) -> str:
 
 # -- errors explained ---------------------------------------------------------------
 
-_CREDENTIAL_ERRORS: Final = frozenset(
-    {
-        "NoCredentialsError",
-        "PartialCredentialsError",
-        "CredentialRetrievalError",
-        "ProfileNotFound",
-        "NoAuthTokenError",
-        "UnauthorizedSSOTokenError",
-        "SSOTokenLoadError",
-    }
-)
-"""botocore's exceptions for credentials it could not find or load (matched by name)."""
 
-CREDENTIALS_HELP: Final = (
-    "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary "
-    "keys), or AWS_PROFILE naming a profile of ~/.aws/credentials or ~/.aws/config, or pass "
-    "them in the store URL (?profile=NAME, or ?key=...&secret=...); ?anon=true reads a "
-    "public bucket without credentials"
-)
-
-
-def _credential_cause(exc: BaseException) -> BaseException | None:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if type(current).__name__ in _CREDENTIAL_ERRORS:
-            return current
-        current = current.__cause__ or current.__context__
-    return None
-
-
-def explain(exc: BaseException) -> RunstoreError:
-    """``exc`` as the error a person should see; an unrelated ``RunstoreError`` unchanged.
-
-    * missing or unloadable S3 credentials (botocore's ``NoCredentialsError``
-      and kin, anywhere in the cause chain) become ``permission_denied``
-      naming the variables, profile and URL options to check;
-    * a missing backend package gets the install command that fits this
-      installation (:func:`install_hint`).
-
-    ``exc`` must be a ``RunstoreError`` unless it is a credential error.
-    """
-    cause = _credential_cause(exc)
-    told = isinstance(exc, RunstoreError) and "AWS_ACCESS_KEY_ID" in exc.message
-    if cause is not None and not told:  # a backend that already says what to set keeps its words
-        details = dict(exc.details) if isinstance(exc, RunstoreError) else {}
-        details.update({"error": repr(cause), "cause": type(cause).__name__})
-        explained = PermissionDeniedError(
-            f"no usable S3 credentials ({type(cause).__name__}: {cause}): {CREDENTIALS_HELP}",
-            details=details,
-        )
-        explained.__cause__ = cause
-        return explained
-    if not isinstance(exc, RunstoreError):
-        raise TypeError(f"not a runstore error: {exc!r}")
+def explain(exc: RunstoreError) -> RunstoreError:
+    """``exc`` as the error a person should see: a missing backend package gets the
+    install command that fits this installation (:func:`install_hint`); any other
+    error unchanged. (Missing S3 credentials are explained where botocore is known:
+    the fsspec backend raises ``permission_denied`` naming what to set.)"""
     package = exc.details.get("package")
     if isinstance(exc, BackendNotFoundError) and isinstance(package, str) and package:
         hint = install_hint(package)
@@ -248,8 +197,3 @@ def explain(exc: BaseException) -> RunstoreError:
             missing.__cause__ = exc.__cause__
             return missing
     return exc
-
-
-def is_credential_error(exc: BaseException) -> bool:
-    """Whether ``exc`` (or its cause) says S3 credentials are missing or unusable."""
-    return _credential_cause(exc) is not None
