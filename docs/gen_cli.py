@@ -66,7 +66,8 @@ runstore view --store s3://bucket/runs         # browse the runs in a web page
 
 - **Exit status** 0: success (for `verify` and `diff`: no problem, no
   difference); 1: runstore reported an error (one line on stderr), `verify`
-  found a problem or `diff` a difference; 2: a usage error (unknown option,
+  found a problem, `diff` a difference, `compare` a regression or `broken`
+  an instance that broke since the last green run; 2: a usage error (unknown option,
   malformed value, missing argument); 130: interrupted with Ctrl-C, at any
   point, with one line on stderr (`runstore: interrupted`) and nothing else.
 

@@ -1,4 +1,8 @@
-"""Flaky and slower tests across recorded runs, from the API and the command line."""
+"""Flaky, slower and broken tests across recorded runs, from the API and the command line.
+
+pytest_runstore.history is runstore.analysis.history (tested in core) for the
+runs this plugin recorded, with tests named by node id: what is tested here.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,18 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from pytest_runstore.cli import cli
-from pytest_runstore.history import broken_since_green, flaky_tests, recent_runs, slower_tests
+from pytest_runstore.history import (
+    RECORDED,
+    broken_since_green,
+    flaky_tests,
+    load_history,
+    recent_runs,
+    slower_tests,
+)
+from pytest_runstore.nodeids import encode_nodeid
 
 import runstore
+from runstore.cli.app import cli
 
 pytest_plugins = ["pytester"]
 
@@ -24,18 +36,15 @@ def _add_run(
     tests: dict[str, Outcome],
     *,
     sut: str = "shop",
-    branch: str = "main",
     pytest_run: bool = True,
 ) -> str:
-    metadata: dict[str, str] = {"git_branch": branch}
-    if pytest_run:
-        metadata["pytest"] = pytest.__version__
+    metadata = {"pytest": pytest.__version__} if pytest_run else {}
     with store.create_run(sut_name=sut, metadata=metadata) as run:
         for nodeid, (outcome, duration) in tests.items():
             run.append(
                 "instances",
                 {
-                    "instance_id": nodeid,
+                    "instance_id": encode_nodeid(nodeid),
                     "nodeid": nodeid,
                     "outcome": outcome,
                     "duration_ms": duration,
@@ -50,26 +59,20 @@ def _history(store: runstore.Store, *outcomes: Sequence[str], **kwargs: Any) -> 
         _add_run(store, {n: (o, 1.0) for n, o in zip(names, row, strict=True)}, **kwargs)
 
 
-def test_a_test_that_goes_back_and_forth_is_flaky_with_its_flips_counted(
+def test_tests_are_named_by_their_decoded_node_id(
     open_store: Callable[[], runstore.Store],
 ) -> None:
     store = open_store()
-    _history(
-        store,
-        ("passed", "passed", "failed"),
-        ("failed", "passed", "failed"),
-        ("passed", "skipped", "failed"),
-        ("error", "passed", "passed"),
-    )
-    found = {t.nodeid: t for t in flaky_tests(store)}
-    assert set(found) == {"t.py::a", "t.py::c"}  # b's skip is not judged: it never flipped
-    assert (found["t.py::a"].flips, found["t.py::a"].failures, found["t.py::a"].history) == (
-        3,
-        2,
-        "PFPE",
-    )
-    assert found["t.py::c"].flips == 1
-    assert [t.nodeid for t in flaky_tests(store, min_flips=2)] == ["t.py::a"]
+    nodeid = "tests/t.py::test_total[eur/usd]"
+    long = "tests/t.py::test_" + "x" * 300  # shortened with a digest: the id names it
+    for outcome, duration in (("passed", 1.0), ("failed", 1.0), ("passed", 5.0)):
+        _add_run(store, {nodeid: (outcome, duration), long: (outcome, duration)})
+    assert "~~" in encode_nodeid(long)
+    expected = sorted([nodeid, encode_nodeid(long)])
+    assert sorted(t.nodeid for t in flaky_tests(store)) == expected
+    assert sorted(t.nodeid for t in slower_tests(store)) == expected
+    assert sorted(t.nodeid for t in load_history(store, recent_runs(store))) == expected
+    assert {t.letters for t in load_history(store, recent_runs(store))} == {"PFP"}
 
 
 def test_only_the_last_runs_of_the_suite_count(open_store: Callable[[], runstore.Store]) -> None:
@@ -81,38 +84,6 @@ def test_only_the_last_runs_of_the_suite_count(open_store: Callable[[], runstore
     assert [t.nodeid for t in flaky_tests(store, sut_name="shop", last=4)] == ["t.py::a"]
     assert flaky_tests(store, sut_name="shop", last=3) == []
     assert len(recent_runs(store, sut_name="shop", last=10)) == 4
-
-
-def test_where_narrows_the_runs(open_store: Callable[[], runstore.Store]) -> None:
-    store = open_store()
-    _history(store, ("passed", "passed", "passed"), branch="main")
-    _history(store, ("failed", "passed", "passed"), branch="feature")
-    _history(store, ("passed", "passed", "passed"), branch="main")
-    assert [t.nodeid for t in flaky_tests(store)] == ["t.py::a"]
-    assert flaky_tests(store, where="metadata.git_branch = 'main'") == []
-
-
-def test_the_default_suite_is_the_newest_recorded_runs(
-    open_store: Callable[[], runstore.Store],
-) -> None:
-    store = open_store()
-    _history(store, ("passed", "passed", "passed"), ("failed", "passed", "passed"), sut="old")
-    _history(store, ("passed", "passed", "passed"), ("passed", "failed", "passed"), sut="new")
-    assert [t.nodeid for t in flaky_tests(store)] == ["t.py::b"]
-
-
-def test_slower_tests_compare_the_newest_run_with_the_earlier_median(
-    open_store: Callable[[], runstore.Store],
-) -> None:
-    store = open_store()
-    for durations in [(10.0, 5.0, 1.0), (12.0, 5.0, 1.0), (11.0, 5.0, 1.0), (50.0, 4.0, 2.0)]:
-        _add_run(store, {n: ("passed", d) for n, d in zip(("a", "b", "c"), durations, strict=True)})
-    found = slower_tests(store)
-    assert [(t.nodeid, t.latest_ms, t.baseline_ms, t.growth_ms) for t in found] == [
-        ("a", 50.0, 11.0, 39.0),
-        ("c", 2.0, 1.0, 1.0),
-    ]
-    assert [t.nodeid for t in slower_tests(store, top=1)] == ["a"]
 
 
 def _finished(store: runstore.Store, tests: dict[str, str], status: str, **kw: Any) -> str:
@@ -146,18 +117,6 @@ def test_broken_lists_what_fails_now_and_passed_in_the_last_green_run(
     assert found.tests[0].message == "E   AssertionError: a broke"
 
 
-def test_nothing_broke_when_the_newest_run_is_green_or_there_is_none(
-    open_store: Callable[[], runstore.Store],
-) -> None:
-    store = open_store()
-    assert broken_since_green(store).newest is None
-    _finished(store, {"a": "failed"}, "red")
-    red_only = broken_since_green(store)
-    assert red_only.green is None and [t.nodeid for t in red_only.tests] == ["a"]
-    _finished(store, {"a": "passed"}, "green")
-    assert broken_since_green(store).tests == []
-
-
 def test_bad_requests_are_typed_errors(open_store: Callable[[], runstore.Store]) -> None:
     store = open_store()
     with pytest.raises(runstore.InvalidInputError, match="position 1"):
@@ -166,29 +125,24 @@ def test_bad_requests_are_typed_errors(open_store: Callable[[], runstore.Store])
         flaky_tests(store, last=0)
 
 
-def test_the_command_line_prints_a_table_or_json(
+def test_runstore_flaky_and_broken_read_the_recorded_sessions(
     open_store: Callable[[], runstore.Store], store_path: Path
 ) -> None:
     _history(open_store(), ("passed", "passed", "passed"), ("failed", "passed", "passed"))
+    _history(open_store(), ("failed", "failed", "failed"), pytest_run=False)  # not recorded
     runner = CliRunner()
-    table = runner.invoke(cli, ["flaky", "--store", str(store_path)])
+    store = ["--store", str(store_path), "--where", RECORDED]
+    table = runner.invoke(cli, ["flaky", *store])
     assert table.exit_code == 0, table.output
-    assert table.output.splitlines()[1].split() == ["1", "2", "1", "PF", "t.py::a"]
-    as_json = runner.invoke(cli, ["flaky", "--store", str(store_path), "--json"])
-    assert [json.loads(line)["nodeid"] for line in as_json.output.splitlines()] == ["t.py::a"]
-    slowest = runner.invoke(cli, ["slowest", "--store", str(store_path), "--json"])
-    assert slowest.exit_code == 0 and slowest.output == ""
+    assert table.stdout.splitlines()[1].split() == ["1", "2", "1", "PF", "t.py::a"]
+    as_json = json.loads(runner.invoke(cli, ["flaky", *store, "--json"]).stdout)
+    assert [row["instance_id"] for row in as_json["instances"]] == ["t.py::a"]
     # t.py::a already failed in the last green run: only t.py::b broke since.
     _finished(open_store(), {"t.py::a": "failed", "t.py::b": "failed"}, "red")
-    broke = runner.invoke(cli, ["broken", "--store", str(store_path)])
-    assert broke.exit_code == 0, broke.output
-    assert broke.output.splitlines()[1].split() == ["failed", "(was", "passed)", "t.py::b"]
-    broke_json = json.loads(
-        runner.invoke(cli, ["broken", "--store", str(store_path), "--json"]).output
-    )
-    assert [t["nodeid"] for t in broke_json["tests"]] == ["t.py::b"]
-    bad = runner.invoke(cli, ["flaky", "--store", str(store_path), "--where", "nonsense"])
-    assert bad.exit_code == 1 and "invalid filter" in bad.output
+    broke = runner.invoke(cli, ["broken", *store])
+    assert broke.exit_code == 1, broke.output
+    assert broke.stdout.splitlines()[1].split() == ["failed", "(was", "passed)", "t.py::b"]
+    assert broke.stdout.splitlines()[2].strip() == "E   AssertionError: t.py::b broke"
 
 
 def test_flaky_finds_a_test_that_flipped_between_two_recorded_sessions(

@@ -16,10 +16,13 @@ The tables and SQL need the ``analysis`` extra (``pip install
 * :mod:`~.flatten`: how nested fields become columns;
 * :mod:`~.sql_query`: ``sql`` and ``connect``, DuckDB over those tables as views;
 * :mod:`~.compare`: ``compare_runs``, regressions and fixes between two runs
-  (no extra needed).
+  (no extra needed);
+* :mod:`~.history`: ``flaky_instances``, ``slower_instances`` and
+  ``broken_since_green`` across the recent runs of one suite (no extra needed).
 
 Everything reads through the public API, so any backend works. The Arrow
-names are imported on first use, so ``compare_runs`` works without the extra.
+names are imported on first use, so ``compare_runs`` and the history work
+without the extra.
 """
 
 from __future__ import annotations
@@ -28,6 +31,18 @@ import importlib
 from typing import TYPE_CHECKING, Any, Final
 
 from runstore.analysis.compare import Comparison, InstanceChange, compare_runs
+from runstore.analysis.history import (
+    Breakage,
+    BrokenInstance,
+    FlakyInstance,
+    InstanceHistory,
+    SlowerInstance,
+    broken_since_green,
+    flaky_instances,
+    instance_history,
+    recent_runs,
+    slower_instances,
+)
 
 if TYPE_CHECKING:
     from runstore.analysis.frames import (
@@ -46,17 +61,27 @@ if TYPE_CHECKING:
 
 __all__ = [
     "TABLES",
+    "Breakage",
+    "BrokenInstance",
     "Comparison",
     "DamagedLinesWarning",
+    "FlakyInstance",
     "InstanceChange",
+    "InstanceHistory",
+    "SlowerInstance",
     "artifacts_df",
     "assertions_df",
+    "broken_since_green",
     "compare_runs",
     "connect",
+    "flaky_instances",
+    "instance_history",
     "instances_df",
     "logs_df",
     "metrics_df",
+    "recent_runs",
     "runs_df",
+    "slower_instances",
     "sql",
     "steps_df",
     "stream_df",

@@ -94,6 +94,9 @@ LAZY_COMMANDS: dict[str, str] = {
     "compare": "runstore.cli.compare:compare",
     "query": "runstore.cli.query:query",
     "tag": "runstore.cli.labels:tag",
+    "flaky": "runstore.cli.history:flaky",
+    "slowest": "runstore.cli.history:slowest",
+    "broken": "runstore.cli.history:broken",
 }
 """Commands that live in their own module, imported only when run: ``name -> "module:attr"``.
 
