@@ -725,6 +725,18 @@ class AsyncRunView:
             # Once the writer has finished, one last drain picks up its final records.
             follow = not self.state.is_terminal
 
+    async def count_records(self, stream: str) -> int:
+        """How many records ``stream`` holds: its complete lines, damaged ones too.
+
+        Nothing is parsed (bytes are only counted), so it costs a fraction of
+        reading; a torn tail is not a record and is reported in ``torn_tails``.
+        """
+        decoder = LineDecoder(stream)
+        total = 0
+        async for chunk in self.follow_chunks(stream, decoder):
+            total += decoder.count(chunk)
+        return total
+
     async def read_batches(
         self,
         stream: str,

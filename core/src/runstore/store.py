@@ -441,6 +441,10 @@ class RunView:
         """Names of the run's streams, sorted (``artifacts`` included once one is stored)."""
         return self._portal.call(self.aio.streams())
 
+    def count_records(self, stream: str) -> int:
+        """How many records ``stream`` holds (complete lines, damaged ones too), unparsed."""
+        return self._portal.call(self.aio.count_records(stream))
+
     def read(
         self,
         stream: str,

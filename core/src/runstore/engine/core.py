@@ -43,7 +43,7 @@ from runstore.model.metadata import (
     validate_tags,
 )
 from runstore.model.names import validate_stream_name
-from runstore.model.records import encode_record
+from runstore.model.records import DamagedLines, ReadErrors, encode_record
 from runstore.model.run import (
     ArtifactKind,
     ArtifactRef,
@@ -96,6 +96,10 @@ class _Tally:
         self._reads += 1
         return value
 
+    def add(self, count: int) -> None:
+        """``count`` more (under the run's lock, as reads are)."""
+        self._reads -= count
+
 
 LIVE_OWNERS: set[str] = set()
 """Ownership tokens of this process's writers that hold their run."""
@@ -108,7 +112,12 @@ class StoredRun(Protocol):
 
     async def artifacts(self) -> list[ArtifactRef]: ...
 
-    def read_batches(self, stream: str) -> AsyncIterator[list[Any]]: ...
+    async def count_records(self, stream: str) -> int: ...
+
+    def read_batches(self, stream: str, *, errors: ReadErrors) -> AsyncIterator[list[Any]]: ...
+
+    @property
+    def damaged(self) -> Mapping[str, DamagedLines]: ...
 
 
 class RunCore:
@@ -517,17 +526,36 @@ class RunCore:
     # -- resuming, releasing, finishing -------------------------------------------------
 
     async def restore(self, stored: StoredRun) -> None:
-        """Rebuild the counters from what is stored (for a resumed or recovered run)."""
+        """Rebuild the counters from what is stored (for a resumed or recovered run).
+
+        Every complete line counts as a record written, damaged or not: damage
+        is for ``verify`` to report, and never stops a run from being resumed.
+        Only the streams whose records are looked at are parsed; the others'
+        lines are just counted (a resume costs a fraction of a read).
+        """
         for stream in await stored.streams():
             if stream == ARTIFACTS_STREAM:
                 for ref in await stored.artifacts():
                     with self._lock:
                         self._artifacts[ref.name] = ref
                     self.count(stream, ref)
-                continue
-            async for batch in stored.read_batches(stream):
-                for record in batch:
-                    self.count(stream, record)
+            elif stream in _WATCHED_STREAMS:
+                async for batch in stored.read_batches(stream, errors="skip"):
+                    for record in batch:
+                        self.count(stream, record)
+                self._add(stream, stored.damaged[stream].total)
+            else:
+                self._add(stream, await stored.count_records(stream))
+
+    def _add(self, stream: str, records: int) -> None:
+        """Count ``records`` more records of ``stream`` without looking at them."""
+        with self._lock:
+            tally = self._tallies.get(stream)
+            if tally is None:
+                tally = self._tallies[stream] = _Tally()
+                if stream not in _WATCHED_STREAMS:
+                    self._bumps[stream] = tally.bump
+            tally.add(records)
 
     async def abandon(self) -> None:
         """The run is being deleted: drop unstored records, refuse every later write."""

@@ -206,6 +206,21 @@ class LineDecoder:
         self.offset += len(data) - len(self.pending)
         return lines
 
+    def count(self, chunk: bytes) -> int:
+        """How many complete lines ``chunk`` finishes, consumed without splitting or parsing.
+
+        For a reader that only counts (a resumed run's plain streams): damaged
+        lines count, as lines written; a torn tail is held back as by :meth:`feed`.
+        """
+        data = self.pending + chunk if self.pending else chunk
+        end = data.rfind(b"\n") + 1
+        self.pending = data[end:]
+        self.batch_offset = self.offset
+        self.offset += end
+        lines = data.count(b"\n", 0, end)
+        self.line_number += lines
+        return lines
+
     def records(self, lines: list[bytes]) -> Iterator[Any]:
         """Parse lines fed last, one at a time; see the class docs for a line that does not parse.
 

@@ -44,12 +44,14 @@ _log = logging.getLogger("runstore.plugins")
 
 _PARSED: dict[tuple[str, str], pluggy.HookimplOpts | None] = {}
 """Hook options of module-level attributes, parsed once per process (modules do not change)."""
+_SPECS: dict[str, pluggy.HookspecOpts | None] = {}
+"""The same for the hook specifications (:mod:`runstore.spi.hookspecs`)."""
 
 
 class _PluginManager(pluggy.PluginManager):
-    """Parses each plugin module once per process: pluggy inspects every attribute of a
-    module it registers (``inspect.getattr_static``), most of what opening a store cost
-    once entry points were scanned only once."""
+    """Parses each plugin module and the hookspecs once per process: pluggy inspects every
+    attribute of a module it registers (``inspect.getattr_static``), most of what opening
+    a store cost once entry points were scanned only once."""
 
     def parse_hookimpl_opts(self, plugin: object, name: str) -> pluggy.HookimplOpts | None:
         if not isinstance(plugin, types.ModuleType):
@@ -58,6 +60,15 @@ class _PluginManager(pluggy.PluginManager):
         if key not in _PARSED:
             _PARSED[key] = super().parse_hookimpl_opts(plugin, name)
         return _PARSED[key]
+
+    def parse_hookspec_opts(
+        self, module_or_class: types.ModuleType | type, name: str
+    ) -> pluggy.HookspecOpts | None:
+        if module_or_class is not hookspecs:
+            return super().parse_hookspec_opts(module_or_class, name)
+        if name not in _SPECS:
+            _SPECS[name] = super().parse_hookspec_opts(module_or_class, name)
+        return _SPECS[name]
 
 
 class PluginEntryPoint(NamedTuple):
@@ -82,55 +93,111 @@ def rescan_entry_points() -> None:
     entry_points.cache_clear()
 
 
+class _Installed(NamedTuple):
+    """What a store without plugins of its own needs from the installed ones.
+
+    Installed plugins are module-level objects that do not change while the
+    process runs, so this is worked out once per process (and entry-point scan).
+    """
+
+    names: list[str]
+    distributions: dict[str, str]
+    backends: dict[str, BackendSpec]
+    hooks: frozenset[str]
+    """The hooks some installed plugin implements: the others need no plugin manager."""
+
+
+_INSTALLED: dict[tuple[object, ...], _Installed] = {}
+
+
 class Plugins:
     """A typed wrapper around a fresh :class:`pluggy.PluginManager`.
 
     :param plugins: extra plugin objects to register (modules or instances
         with hook implementations), e.g. observers created by the caller.
     :param load_entrypoints: load the ``runstore.plugins`` entry points.
+
+    A store with no plugins of its own builds its manager only when it first
+    needs it (an event some installed plugin observes, :meth:`register`):
+    which backends and observers are installed is known once per process.
     """
 
     def __init__(self, plugins: Iterable[object] = (), *, load_entrypoints: bool = True) -> None:
-        from runstore.spi import memory
-
-        pm = _PluginManager("runstore")
-        pm.add_hookspecs(hookspecs)
-        disabled = {n.strip() for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip()}
-        for name in disabled:
-            pm.set_blocked(name)
-        if "memory" not in disabled:
-            pm.register(memory, name="memory")
-        self._pm = pm
+        self._load_entrypoints = load_entrypoints
+        self._disabled = frozenset(
+            n.strip() for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip()
+        )
         self._callers: dict[str, list[tuple[str, Callable[..., Any]]]] = {}
         self._distributions: dict[str, str] = {}
-        if load_entrypoints:
+        self._backends: dict[str, BackendSpec] | None = None
+        self._pm: pluggy.PluginManager | None = None
+        self._installed: _Installed | None = None
+        given = list(plugins)
+        if given:
+            self._build(given)
+            return
+        key = (load_entrypoints, self._disabled, entry_points() if load_entrypoints else ())
+        installed = _INSTALLED.get(key)
+        if installed is None:
+            pm = self._build([])
+            hooks = frozenset(
+                name
+                for name in dir(pm.hook)
+                if name.startswith("runstore_") and getattr(pm.hook, name).get_hookimpls()
+            )
+            installed = _INSTALLED[key] = _Installed(
+                self.names(), dict(self._distributions), self.backends(), hooks
+            )
+        self._installed = installed
+        self._backends = installed.backends
+
+    def _build(self, plugins: list[object]) -> pluggy.PluginManager:
+        """Build and validate the plugin manager: installed plugins, then ``plugins``."""
+        from runstore.spi import memory
+
+        pm = self._pm = _PluginManager("runstore")
+        pm.add_hookspecs(hookspecs)
+        for name in self._disabled:
+            pm.set_blocked(name)
+        if "memory" not in self._disabled:
+            pm.register(memory, name="memory")
+        if self._load_entrypoints:
             for point, distribution in entry_points():
                 if not pm.has_plugin(point.name) and not pm.is_blocked(point.name):
-                    self._load(point, distribution)
+                    self._load(pm, point, distribution)
         for plugin in plugins:
             self._register(plugin)
         try:
             pm.check_pending()
         except pluggy.PluginValidationError as exc:
             raise _mismatch(pm, exc) from exc
-        self._backends: dict[str, BackendSpec] | None = None
+        return pm
 
     @property
     def manager(self) -> pluggy.PluginManager:
-        return self._pm
+        return self._build([]) if self._pm is None else self._pm
 
     def names(self) -> list[str]:
         """Names of the registered plugins (entry-point names for installed ones)."""
-        return sorted(n for n, p in self._pm.list_name_plugin() if p is not None)  # not blocked
+        if self._pm is None and self._installed is not None:
+            return list(self._installed.names)
+        return sorted(n for n, p in self.manager.list_name_plugin() if p is not None)
 
     def distribution_of(self, plugin_name: str) -> str | None:
         """The distribution that installed the plugin (``None`` for built-in or given ones)."""
+        if self._pm is None and self._installed is not None:
+            return self._installed.distributions.get(plugin_name)
         return self._distributions.get(plugin_name)
 
-    def _load(self, point: importlib.metadata.EntryPoint, distribution: str | None) -> None:
+    def _load(
+        self,
+        pm: pluggy.PluginManager,
+        point: importlib.metadata.EntryPoint,
+        distribution: str | None,
+    ) -> None:
         try:
             plugin = point.load()
-            self._pm.register(plugin, name=point.name)
+            pm.register(plugin, name=point.name)
         except Exception as exc:
             raise PluginError(
                 f"runstore plugin {point.name!r} failed to load: {exc}; "
@@ -142,12 +209,13 @@ class Plugins:
 
     def _register(self, plugin: object) -> None:
         self._callers.clear()
+        pm = self.manager
         try:
-            self._pm.register(plugin)
+            pm.register(plugin)
         except pluggy.PluginValidationError as exc:
-            raise _mismatch(self._pm, exc) from exc
+            raise _mismatch(pm, exc) from exc
         except ValueError as exc:  # the same object or name registered twice
-            name = _display_name(self._pm, plugin)
+            name = _display_name(pm, plugin)
             raise PluginError(
                 f"plugin {name!r} cannot be registered: {exc}; register each plugin once",
                 details={"plugin": name},
@@ -156,11 +224,12 @@ class Plugins:
     def register(self, plugin: object) -> None:
         """Register an observer after start-up (validated immediately)."""
         self._register(plugin)
+        pm = self.manager
         try:
-            self._pm.check_pending()
+            pm.check_pending()
         except pluggy.PluginValidationError as exc:
-            error = _mismatch(self._pm, exc)
-            self._pm.unregister(plugin)
+            error = _mismatch(pm, exc)
+            pm.unregister(plugin)
             self._callers.clear()
             raise error from exc
 
@@ -182,7 +251,7 @@ class Plugins:
                     )
                 found[spec.name] = spec
 
-            self._pm.hook.runstore_register_backends(register=register)
+            self.manager.hook.runstore_register_backends(register=register)
             self._backends = found
         return self._backends
 
@@ -197,16 +266,23 @@ class Plugins:
         """
         callers = self._callers.get(hook)
         if callers is None:
-            caller = getattr(self._pm.hook, hook)
+            if (
+                self._pm is None
+                and self._installed is not None
+                and hook not in self._installed.hooks
+            ):
+                return []  # no installed plugin observes it: no manager to build
+            pm = self.manager
+            caller = getattr(pm.hook, hook)
             impls = caller.get_hookimpls()
             if any(impl.hookwrapper or impl.wrapper for impl in impls):
                 callers = [("observers", caller)]
             else:
-                plugins = self._pm.get_plugins()
+                plugins = pm.get_plugins()
                 callers = [
                     (
-                        _display_name(self._pm, impl.plugin),
-                        self._pm.subset_hook_caller(hook, plugins - {impl.plugin}),
+                        _display_name(pm, impl.plugin),
+                        pm.subset_hook_caller(hook, plugins - {impl.plugin}),
                     )
                     for impl in reversed(impls)  # pluggy calls the list reversed
                 ]
