@@ -3,50 +3,31 @@
 A small pytest session (a pass, a failure with captured output, a skip, a
 test whose node id holds a ``/``) is recorded with ``--runstore`` in a
 separate process; the viewer serves it as the installed ``runstore`` console
-script, and Playwright drives Debian's Chromium (``/usr/bin/chromium``, as
-tests/test_cli_view.py does; never a downloaded browser). Screenshots of the
-pages each test ends on go to the pytest temporary directory
-(``screenshots``).
+script, and Playwright drives Debian's Chromium (the fixtures are in
+conftest.py). Screenshots of the pages each test ends on go to the pytest
+temporary directory (``screenshots``).
 """
 
 from __future__ import annotations
 
-import os
-import re
-import shutil
-import signal
-import subprocess
-import sys
 import textwrap
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import orjson
 import pytest
 from pytest_runstore import encode_nodeid
 
 import runstore
 
 if TYPE_CHECKING:
-    from playwright.sync_api import BrowserContext, Page
+    from conftest import Session
+    from playwright.sync_api import Page
 
 pytest.importorskip("starlette")
 pytest.importorskip("jinja2")
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 SUITE = """
     import pytest
@@ -78,110 +59,22 @@ class Recorded:
     url: str
 
 
-def _script() -> str:
-    found = shutil.which("runstore", path=str(Path(sys.executable).parent))
-    assert found is not None, "the runstore console script is not installed next to python"
-    return found
-
-
-@contextmanager
-def serving(store: Path, cwd: Path) -> Iterator[str]:
-    """``runstore --store STORE view --port 0 --no-browser --json``; yields its URL."""
-    process = subprocess.Popen(
-        [_script(), "--store", str(store), "view", "--port", "0", "--no-browser", "--json"],
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        assert line, process.stderr.read().decode() if process.stderr else "no output"
-        yield orjson.loads(line)["url"]
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            _, err = process.communicate(timeout=30)
-        except subprocess.TimeoutExpired:  # pragma: no cover - a hung server fails the test
-            process.kill()
-            process.wait()
-            raise
-        assert process.returncode == 130, err.decode()  # Ctrl-C ends it, as for tail -f
-        assert b"Traceback" not in err
-
-
 @pytest.fixture(scope="module")
-def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recorded]:
+def recorded(
+    tmp_path_factory: pytest.TempPathFactory,
+    run_pytest: Callable[..., Session],
+    serve: Callable[[Path, Path], AbstractContextManager[str]],
+) -> Iterator[Recorded]:
     """The small session recorded into a local store, and the viewer serving that store."""
     root = tmp_path_factory.mktemp("shop")
     (root / "test_shop.py").write_text(textwrap.dedent(SUITE))
     (root / "pytest.ini").write_text("[pytest]\n")
     store = root / "runs"
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_RUNSTORE_URL", "RUNSTORE_URL")}
-    env.pop("PYTEST_ADDOPTS", None)
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--runstore={store}"],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        timeout=300,
-        check=False,
-    )
-    out = done.stdout.decode()
-    assert done.returncode == 1, out  # one test failed
-    assert "1 failed, 2 passed, 1 skipped" in out, out
-    found = re.search(r"^runstore: (run_\S+) stored in ", out, flags=re.MULTILINE)
-    assert found is not None, out
-    with serving(store, cwd=root) as url:
-        yield Recorded(store, found.group(1), url)
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserContext]:
-    """Chromium with a fresh profile, driven by Playwright (no browser download).
-
-    Module-scoped: Playwright's sync API runs an event loop in the main thread
-    while it is open.
-    """
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing (make browser installs Debian's chromium)")
-    pytest.importorskip("playwright", reason="Playwright drives the browser (requirements-dev)")
-    from playwright.sync_api import sync_playwright
-
-    profile = tmp_path_factory.mktemp("chromium-profile")
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(profile),
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1280, "height": 900},
-        )
-        try:
-            yield context
-        finally:
-            context.close()
-
-
-@pytest.fixture(scope="session")
-def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("screenshots")
-
-
-@pytest.fixture
-def page(
-    browser: BrowserContext, screenshots: Path, request: pytest.FixtureRequest
-) -> Iterator[Page]:
-    """A new tab; a full-page screenshot of where it ended goes to ``screenshots``."""
-    tab = browser.new_page()
-    errors: list[str] = []
-    tab.on("pageerror", lambda exc: errors.append(str(exc)))
-    try:
-        yield tab
-        tab.screenshot(path=str(screenshots / f"{request.node.name}.png"), full_page=True)
-    finally:
-        tab.close()
-    assert errors == [], errors
+    session = run_pytest(root, f"--runstore={store}")
+    assert session.returncode == 1, session.out  # one test failed
+    assert "1 failed, 2 passed, 1 skipped" in session.out, session.out
+    with serve(store, root) as url:
+        yield Recorded(store, session.run_id, url)
 
 
 def test_the_run_list_shows_the_recorded_session_as_a_failed_run(
