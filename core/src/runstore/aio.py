@@ -329,7 +329,8 @@ class AsyncStore:
             changes: dict[str, Any] = {"heartbeat_seconds": self.core.heartbeat_interval}
             if core.state.status in ("created", "crashed"):
                 changes.update(status="running", started_at=core.state.started_at or utcnow())
-            await core.write_state(**changes)  # claims the run: the old owner's next write fails
+            # Claims the run: the old owner's next write fails.
+            await core.write_state(touch="status" in changes, **changes)
             for stream, torn in sorted(view.torn_tails.items()):
                 if torn:  # opening the stream's writer cuts its torn tail off
                     await core.open_writer(stream, internal=stream == ARTIFACTS_STREAM)

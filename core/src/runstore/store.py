@@ -19,7 +19,7 @@ from runstore.aio import AsyncRun, AsyncRunView, AsyncStore
 from runstore.context import Scope, correlate, step_scope
 from runstore.context import active as _correlation
 from runstore.engine.core import outcome
-from runstore.engine.portal import Portal
+from runstore.engine.portal import HANDOFF_AFTER, Portal
 from runstore.engine.scopes import InstanceScope
 from runstore.engine.store import DEFAULT_HEARTBEAT_SECONDS
 from runstore.model.metadata import metric_record
@@ -90,7 +90,10 @@ class Store:
 
     def __init__(self, astore: AsyncStore) -> None:
         self.aio = astore
-        self.portal = Portal()
+        self.portal = Portal(
+            inline=astore.core.inline,
+            handoff_after=min(HANDOFF_AFTER, astore.core.heartbeat_interval / 2 or HANDOFF_AFTER),
+        )
         """Internal: the private event loop the async API runs on (:mod:`runstore.engine`)."""
 
     @property
@@ -462,7 +465,7 @@ class RunView:
         """
         decoder = LineDecoder(stream, errors=errors)
         chunks = self.aio.follow_chunks(stream, decoder, follow=follow, poll_interval=poll_interval)
-        for chunk in self._portal.iterate(chunks):
+        for chunk in self._portal.iterate(chunks, long=follow):
             yield from decoder.records(decoder.feed(chunk))
 
     def read_lines(
@@ -471,7 +474,7 @@ class RunView:
         """The records of ``stream`` as stored: one JSON line each, without its newline."""
         decoder = LineDecoder(stream)
         chunks = self.aio.follow_chunks(stream, decoder, follow=follow, poll_interval=poll_interval)
-        for chunk in self._portal.iterate(chunks):
+        for chunk in self._portal.iterate(chunks, long=follow):
             yield from decoder.feed(chunk)
 
     def artifacts(self) -> list[ArtifactRef]:

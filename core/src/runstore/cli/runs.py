@@ -367,7 +367,7 @@ def tail(
         chunks = view.aio.follow_chunks(
             stream, decoder, follow=True, poll_interval=poll_interval, stale_after=stale
         )
-        for chunk in portal.iterate(chunks):
+        for chunk in portal.iterate(chunks, long=True):
             seen = len(decoder.damaged)
             for record in decoder.records(decoder.feed(chunk)):
                 emit(record)

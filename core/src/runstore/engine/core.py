@@ -295,6 +295,7 @@ class RunCore:
         summary: RunSummary | None = None,
         *,
         beat: bool = True,
+        touch: bool = True,
         edit: Callable[[RunState], dict[str, Any]] | None = None,
         **changes: Any,
     ) -> RunState:
@@ -302,6 +303,10 @@ class RunCore:
 
         :param beat: refresh ``heartbeat_at`` (a writer's own writes do; a change
             of labels by someone who does not own the run does not).
+        :param touch: refresh ``updated_at``. Taking a run over and letting it
+            go (``owner`` alone) change nothing of the run itself, nor of its
+            index record, which a stateless caller would otherwise rewrite twice
+            a call.
         :param edit: computes more changes from the state it builds on, so a
             write retried on a newer state (see below) applies to that state.
 
@@ -318,7 +323,9 @@ class RunCore:
                 now = utcnow()
                 base = self.state
                 update = {**changes, **(edit(base) if edit is not None else {})}
-                update.update(revision=base.revision + 1, updated_at=now)
+                update["revision"] = base.revision + 1
+                if touch:
+                    update["updated_at"] = now
                 if self.owner is not None and "owner" not in update:
                     update["owner"] = self.owner
                 if beat:
@@ -612,7 +619,7 @@ class RunCore:
         try:
             if write and holds and not (self._forked or self.summary):
                 with contextlib.suppress(RunstoreError):  # taken over: not ours to release
-                    await self.write_state(notify=False, beat=False, owner=None)
+                    await self.write_state(notify=False, beat=False, touch=False, owner=None)
         finally:  # stored or not, this process knows the writer is gone (released_here)
             LIVE_OWNERS.discard(self.owner or "")
             if write and self._lost is None:

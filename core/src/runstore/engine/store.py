@@ -127,6 +127,10 @@ class StoreCore:
             getattr(getattr(b, "capabilities", None), "any_event_loop", True) for b in self._objects
         )
         """Some backend's clients belong to one event loop (see :meth:`check_loop`)."""
+        self.inline = all(
+            getattr(getattr(b, "capabilities", None), "inline", False) for b in self._objects
+        )
+        """Every backend may run in the caller's thread (the sync API's portal runs inline)."""
         self.home: asyncio.AbstractEventLoop | None = None
         self.closed = False
         # Strong references: a run the caller dropped unfinished still holds open

@@ -78,6 +78,10 @@ class Capabilities:
         after another or one per thread; ``False`` when its clients belong to
         the loop that first used them (aiobotocore's, say): runstore then
         refuses calls from another loop with a clear ``invalid_input``.
+    :ivar inline: the backend's coroutines do their I/O with blocking calls
+        (as the local file system does) and leave nothing to run on the event
+        loop after they return, so the sync API may run them in the caller's
+        thread instead of hopping to its loop thread for every call.
     """
 
     conditional_create: bool = True
@@ -87,6 +91,7 @@ class Capabilities:
     persistent: bool = True
     any_event_loop: bool = True
     multi_host: bool = True
+    inline: bool = False
 
     @property
     def multi_writer(self) -> bool:

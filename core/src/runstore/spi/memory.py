@@ -105,7 +105,7 @@ class _MemoryWriter(StreamWriter):
 class MemoryBackend(StateBackend, LogBackend, ArtifactBackend):
     """All three concerns in process memory."""
 
-    capabilities = Capabilities(persistent=False)
+    capabilities = Capabilities(persistent=False, inline=True)
 
     def __init__(self, name: str = "") -> None:
         self.name = name

@@ -7,6 +7,7 @@ own files, and the run index is a SQLite table derived from the runs.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import os
@@ -79,7 +80,10 @@ _INDEX = "index.sqlite3"
 class LocalBackend(StateBackend, LogBackend, ArtifactBackend):
     """State, logs and artifacts in a local directory."""
 
-    capabilities = Capabilities()
+    capabilities = Capabilities(inline=True)
+    """Blocking file calls, nothing left running: the sync API runs it in the caller's
+    thread. Under ``fsync`` it is not ``inline``: its group commit gathers the records of
+    several threads in one fsync, on the loop's thread."""
 
     def __init__(
         self, root: str | os.PathLike[str], *, durability: Durability | None = None
@@ -89,6 +93,8 @@ class LocalBackend(StateBackend, LogBackend, ArtifactBackend):
         # directory) only when records are, under "fsync"; under "flush" an
         # atomic rename survives a crash of the process, as a flushed record does.
         self._sync = durability == "fsync"
+        if self._sync:
+            self.capabilities = dataclasses.replace(self.capabilities, inline=False)
         where = str(self.root)
         with translating(f"cannot open store {where!r}", path=where):
             self.root.mkdir(parents=True, exist_ok=True)

@@ -240,11 +240,17 @@ class RunIndex:
         looked like (see :class:`Folders`)."""
         latest = {record.run_id: record for record in records}  # the last of one id wins
         rows = [index_sql.run_rows(r, r.model_dump_json().encode()) for r in latest.values()]
+        single = len(rows) == 1 and not (replace_all or deleted or folders is not None)
+        one = rows[0] if single else None
+        with translating("run index error", path=self.path), self._lock:
+            if one is not None and self._stored(one) == one.run[-1]:
+                return  # the record did not change (a run taken over, or let go)
         with translating("run index error", path=self.path), self._lock, self._transaction():
-            if not replace_all and len(rows) == 1 and self._labels_stand(rows[0], latest):
-                # A state write that changed no label (a heartbeat, a claim, a phase):
-                # the side tables stand, one row changes (~7x cheaper).
-                self._db.execute(_INSERTS[0], rows[0].run)
+            stored = None if one is None else self._stored(one)
+            if one is not None and stored is not None and _same_labels(stored, latest[one.id]):
+                # A state write that changed no label (a heartbeat, a phase): the
+                # side tables stand, one row changes (~7x cheaper).
+                self._db.execute(_INSERTS[0], one.run)
                 return
             for table in ("runs", *_SIDE_TABLES) if replace_all else ():
                 self._db.execute(f"DELETE FROM {table}")  # noqa: S608 - a fixed name
@@ -269,19 +275,11 @@ class RunIndex:
             self._db.executemany(_INSERTS[2], [m for row in rows for m in row.metadata])
             self._db.executemany(_INSERTS[3], [m for row in rows for m in row.metrics])
 
-    def _labels_stand(self, row: index_sql.RunRows, latest: dict[str, RunRecord]) -> bool:
-        """Whether the stored row of ``row``'s run has the same tags, metadata and metrics."""
-        run_id = str(row.run[0])
-        stored = self._db.execute("SELECT record FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-        if stored is None:
-            return False
-        old, new = orjson.loads(stored[0]), latest[run_id]
-        dumps = orjson.dumps  # not ==: 1 and 1.0 are equal, and stored apart
-        return bool(
-            old.get("tags") == new.tags
-            and dumps(old.get("metadata")) == dumps(new.metadata)
-            and dumps(old.get("metrics")) == dumps(new.metrics)
-        )
+    def _stored(self, row: index_sql.RunRows) -> bytes | None:
+        """The stored JSON record of ``row``'s run, if it is indexed."""
+        found = self._db.execute("SELECT record FROM runs WHERE run_id = ?", (row.id,))
+        stored = found.fetchone()
+        return None if stored is None else bytes(stored[0])
 
     def upsert(self, record: RunRecord) -> None:
         self._write([record])
@@ -429,3 +427,13 @@ def _collector_paused() -> Iterator[None]:
     finally:
         if paused:
             gc.enable()
+
+
+def _same_labels(stored: bytes, new: RunRecord) -> bool:
+    """Whether the ``stored`` JSON record has ``new``'s tags, metadata and metrics."""
+    old, dumps = orjson.loads(stored), orjson.dumps  # not ==: 1 and 1.0 are stored apart
+    return bool(
+        old.get("tags") == new.tags
+        and dumps(old.get("metadata")) == dumps(new.metadata)
+        and dumps(old.get("metrics")) == dumps(new.metrics)
+    )

@@ -159,6 +159,11 @@ class RunRows:
     metadata: list[tuple[str, str, int, str, object]] = field(default_factory=list)
     metrics: list[tuple[str, str, float]] = field(default_factory=list)
 
+    @property
+    def id(self) -> str:
+        """The run's id."""
+        return str(self.run[0])
+
 
 class _Flag:
     inexact = False
