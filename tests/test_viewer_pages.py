@@ -324,6 +324,36 @@ def test_previous_and_next_failed_instance_follow_the_runs_order(client: TestCli
     assert 'class="next-failed" href="/runs/run_next/instances/case_4"' in run_page
 
 
+def test_the_instance_navigation_is_one_item_per_link_or_message(client: TestClient) -> None:
+    first = client.get("/runs/run_base/instances/case_2").text  # the only failed instance
+    nav = re.search(r'<ul class="instance-nav">(.*?)</ul>', first, re.S)
+    assert nav is not None
+    items = [re.sub(r"<[^>]+>", "", item) for item in re.findall(r"<li>(.*?)</li>", nav.group(1))]
+    assert items == [
+        "no failed instance before",
+        "no failed instance after",
+        "download the replay bundle",
+    ]
+
+
+def test_multi_line_text_in_a_record_keeps_its_line_breaks_escaped(tmp_path: Path) -> None:
+    url = str(tmp_path / "runs")
+    longrepr = f"def test_refund():\n>       assert total == 30\nE       {HOSTILE}"
+    with runstore.open(url) as store, store.create_run("run_text") as run:
+        run.append("steps", {"instance_id": "t", "step_name": "call", "output": "a\n  b"})
+        run.append("instances", {"instance_id": "t", "status": "failed", "longrepr": longrepr})
+        run.append("instances", {"instance_id": "u", "status": "passed", "note": "one line"})
+    with TestClient(create_app(url), base_url="http://localhost") as client:
+        page = client.get("/runs/run_text/instances/t")
+        one_line = client.get("/runs/run_text/instances/u").text
+    _hardened(page)
+    assert f'<tr><th>longrepr</th><td><pre class="text">{escape(longrepr)}</pre></td></tr>' in (
+        page.text
+    )
+    assert '<tr><th>output</th><td><pre class="text">a\n  b</pre></td></tr>' in page.text
+    assert "<tr><th>note</th><td>one line</td></tr>" in one_line
+
+
 def test_the_instance_page_draws_a_step_timeline(client: TestClient) -> None:
     page = client.get("/runs/run_base/instances/case_2").text
     timeline = re.search(r'<svg class="timeline".*?</svg>', page, re.S)

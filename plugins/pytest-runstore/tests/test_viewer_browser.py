@@ -111,6 +111,9 @@ def test_clicking_from_the_run_to_the_failing_test_shows_its_failure(
         "teardown",
     ]
     assert "AssertionError: the refund lost a cent" in main  # the longrepr
+    longrepr = page.locator("table.kv tr", has=page.locator("th", has_text="longrepr"))
+    lines = longrepr.locator("pre.text").inner_text().splitlines()  # line breaks kept
+    assert '>       assert total == 30, "the refund lost a cent"' in lines
     artifact = page.locator("figure.artifact", has_text="longrepr-call.txt")
     assert "assert 29.99 == 30" in artifact.inner_text()
     assert "refunding 3 items" in page.locator("div.logs").inner_text()  # captured stdout
