@@ -39,6 +39,12 @@ _INSERTS = (
     "INSERT INTO run_metrics VALUES (?, ?, ?)",
 )
 _SIDE_TABLES = ("run_tags", "run_metadata", "run_metrics")
+_UPDATE = (  # every column of a runs row (run_rows order) but run_id and created_us
+    "UPDATE runs SET status = ?2, sut_name = ?3, updated_us = ?5, finished_us = ?6, "
+    "instance_count = ?7, pass_count = ?8, fail_count = ?9, error_count = ?10, "
+    "skip_count = ?11, pass_rate = ?12, duration_ms = ?13, inexact = ?14, record = ?15 "
+    "WHERE run_id = ?1 AND created_us = ?4"
+)
 _RECORDS = TypeAdapter(list[RunRecord])
 # A walk of the runs in index order gives up after _WALK_BUDGET * _TICK SQLite
 # virtual-machine steps: ~4 ms, ~20k runs looked up by one metadata equality.
@@ -250,8 +256,8 @@ class RunIndex:
             if one is not None and stored is not None and _same_labels(stored, latest[one.id]):
                 # A state write that changed no label (a heartbeat, a phase): the
                 # side tables stand, one row changes (~7x cheaper).
-                self._db.execute(_INSERTS[0], one.run)
-                return
+                if self._db.execute(_UPDATE, one.run).rowcount == 1:
+                    return
             for table in ("runs", *_SIDE_TABLES) if replace_all else ():
                 self._db.execute(f"DELETE FROM {table}")  # noqa: S608 - a fixed name
             for table in ("runs", *_SIDE_TABLES) if deleted else ():
