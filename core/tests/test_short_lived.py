@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 import runstore
-from runstore import RunState, hookimpl
+from runstore import InvalidInputError, RunState, hookimpl
 
 _names = itertools.count()
 
@@ -216,3 +217,28 @@ def test_a_state_write_keeps_the_runs_labels_queryable(tmp_path: Path) -> None:
         assert [r.run_id for r in store.list_runs(tags=["nightly"])] == ["run_l"]
         run.finish(metrics={"score": 1.0})
         assert [r.run_id for r in store.list_runs(where="metrics.score = 1")] == ["run_l"]
+
+
+class FirstState(BaseModel):
+    phase: str
+    done: int
+
+
+def test_create_run_stores_the_callers_first_state_with_the_run(url: str) -> None:
+    with runstore.open(url, heartbeat_interval=0) as store:
+        run = store.create_run(run_id="run_first", state={"phase": "start", "done": 0})
+        typed = store.create_run(state=FirstState(phase="start", done=1))
+        view = store.get_run("run_first")
+        assert (view.state.revision, view.state.data) == (0, {"phase": "start", "done": 0})
+        assert view.state_as(FirstState) == FirstState(phase="start", done=0)
+        assert store.get_run(typed.run_id).state.data == {"phase": "start", "done": 1}
+        run.update_state({"done": 1})
+        assert store.get_run("run_first").state.data == {"phase": "start", "done": 1}
+
+
+@pytest.mark.parametrize("bad", [["a list"], {"x": float("nan")}, {"x": object()}])
+def test_a_first_state_that_is_not_a_json_object_writes_nothing(url: str, bad: Any) -> None:
+    with runstore.open(url, heartbeat_interval=0) as store:
+        with pytest.raises(InvalidInputError):
+            store.create_run(run_id="run_bad", state=bad)
+        assert store.list_runs() == []

@@ -214,6 +214,7 @@ class AsyncStore:
         metadata: Mapping[str, Any] | None = None,
         correlation_id: str | None = None,
         log_retention: Mapping[str, int] | None = None,
+        state: Mapping[str, Any] | BaseModel | None = None,
     ) -> AsyncRun:
         """Create a run (status ``created``) and return it for writing.
 
@@ -225,10 +226,14 @@ class AsyncStore:
         ``metadata`` and ``tags`` are the run's labels: indexed, filterable with
         ``list_runs(where=...)``, and changeable later (:meth:`set_metadata`,
         :meth:`set_tags`), also after the run finished.
+        ``state`` is the caller's first state (as :meth:`AsyncRun.set_state`
+        takes it), stored with the run in the same write: no reader ever sees
+        the run without it, and it costs one write instead of two.
         """
         self.core.check_loop()
         now = utcnow()
         labels = validate_metadata(metadata)
+        data = None if state is None else json_object(state, "state data")
         check_finite(config, "config")
         try:
             fields: dict[str, Any] = {
@@ -252,15 +257,20 @@ class AsyncStore:
         owner = new_owner_token()
         if run_id is not None:
             validate_run_id(run_id)
-            manifest, state = self._first_snapshots(run_id, fields, now, owner)
-            await self.core.state.create_run(manifest, state)
+            manifest, first = self._first_snapshots(run_id, fields, now, owner, data)
+            await self.core.state.create_run(manifest, first)
         else:
-            manifest, state = await self._claim_generated_id(fields, now, owner)
-        self.plugins.run_created(manifest, state)
-        return AsyncRun(self, RunCore(self.core, manifest, state, owner=owner))
+            manifest, first = await self._claim_generated_id(fields, now, owner, data)
+        self.plugins.run_created(manifest, first)
+        return AsyncRun(self, RunCore(self.core, manifest, first, owner=owner))
 
     def _first_snapshots(
-        self, run_id: str, fields: dict[str, Any], now: datetime, owner: str
+        self,
+        run_id: str,
+        fields: dict[str, Any],
+        now: datetime,
+        owner: str,
+        data: dict[str, Any] | None,
     ) -> tuple[RunManifest, RunState]:
         manifest = RunManifest(run_id=run_id, **fields)
         state = RunState(
@@ -269,16 +279,18 @@ class AsyncStore:
             updated_at=now,
             owner=owner,
             heartbeat_seconds=self.core.heartbeat_interval,
+            data=data,
         )
         return manifest, state
 
     async def _claim_generated_id(
-        self, fields: dict[str, Any], now: datetime, owner: str
+        self, fields: dict[str, Any], now: datetime, owner: str, data: dict[str, Any] | None
     ) -> tuple[RunManifest, RunState]:
         prefix = f"run_{now:%Y%m%d}_"
         number = await self.core.state.highest_run_number(prefix) + 1
         for _ in range(10_000):
-            manifest, state = self._first_snapshots(f"{prefix}{number:03d}", fields, now, owner)
+            run_id = f"{prefix}{number:03d}"
+            manifest, state = self._first_snapshots(run_id, fields, now, owner, data)
             try:
                 await self.core.state.create_run(manifest, state)
             except AlreadyExistsError:

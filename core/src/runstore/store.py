@@ -137,8 +137,12 @@ class Store:
         metadata: Mapping[str, Any] | None = None,
         correlation_id: str | None = None,
         log_retention: Mapping[str, int] | None = None,
+        state: Mapping[str, Any] | BaseModel | None = None,
     ) -> Run:
-        """Create a run (status ``created``); see :meth:`runstore.aio.AsyncStore.create_run`."""
+        """Create a run (status ``created``); see :meth:`runstore.aio.AsyncStore.create_run`.
+
+        ``state``: the caller's first state, stored with the run in one write.
+        """
         arun = self.portal.call(
             self.aio.create_run(
                 run_id,
@@ -150,6 +154,7 @@ class Store:
                 metadata=metadata,
                 correlation_id=correlation_id,
                 log_retention=log_retention,
+                state=state,
             )
         )
         return Run(arun, self.portal)
