@@ -96,25 +96,31 @@ class LocalBackend(StateBackend, LogBackend, ArtifactBackend):
         if self._sync:
             self.capabilities = dataclasses.replace(self.capabilities, inline=False)
         where = str(self.root)
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
         with translating(f"cannot open store {where!r}", path=where):
-            self.root.mkdir(parents=True, exist_ok=True)
-            self._root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                self._root_fd = os.open(self.root, flags)
+            except FileNotFoundError:
+                self.root.mkdir(parents=True, exist_ok=True)
+                self._root_fd = os.open(self.root, flags)
         self._in_sync: Folders | None = None  # what the folders looked like, in sync
         try:  # a store that fails to open leaks no descriptor
             with translating(f"cannot open store {where!r}", path=where):
-                self._tmp_fd = open_dir(self._root_fd, [layout.BOOKKEEPING_DIR, "tmp"], create=True)
+                bookkeeping = open_dir(self._root_fd, [layout.BOOKKEEPING_DIR], create=True)
+            self._tmp_fd = -1
             try:
-                # SQLite opens the index by name and follows links: refuse planted ones.
-                with (
-                    translating(f"cannot open the run index of {where!r}", path=where),
-                    opened(open_dir(self._root_fd, [layout.BOOKKEEPING_DIR])) as bookkeeping,
-                ):
-                    for suffix in ("", "-wal", "-shm", "-journal"):
-                        refuse_link(bookkeeping, _INDEX + suffix)
+                with opened(bookkeeping):
+                    with translating(f"cannot open store {where!r}", path=where):
+                        self._tmp_fd = open_dir(bookkeeping, ["tmp"], create=True)
+                    # SQLite opens the index by name and follows links: refuse planted ones.
+                    with translating(f"cannot open the run index of {where!r}", path=where):
+                        for suffix in ("", "-wal", "-shm", "-journal"):
+                            refuse_link(bookkeeping, _INDEX + suffix)
                 index_path = str(self.root / layout.BOOKKEEPING_DIR / _INDEX)
                 self._index = RunIndex(index_path, sync=self._sync)
             except BaseException:
-                os.close(self._tmp_fd)
+                if self._tmp_fd >= 0:
+                    os.close(self._tmp_fd)
                 raise
             if self._index.created:
                 try:

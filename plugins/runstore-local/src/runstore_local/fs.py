@@ -48,25 +48,33 @@ def open_dir(parent_fd: int, parts: list[str], *, create: bool = False, sync: bo
     fd = os.dup(parent_fd)
     try:
         for part in parts:
-            if create:
+            try:
+                child = _open_child(fd, part)
+            except FileNotFoundError:
+                if not create:
+                    raise
                 try:
                     os.mkdir(part, 0o755, dir_fd=fd)
                 except FileExistsError:
-                    pass
+                    pass  # made meanwhile by another process
                 else:
                     if sync:
                         fsync_dir(fd)
-            try:
-                child = os.open(part, DIR_FLAGS, dir_fd=fd)
-            except NotADirectoryError:
-                _refuse_link(fd, part)
-                raise
+                child = _open_child(fd, part)
             os.close(fd)
             fd = child
     except BaseException:
         os.close(fd)
         raise
     return fd
+
+
+def _open_child(dir_fd: int, name: str) -> int:
+    try:
+        return os.open(name, DIR_FLAGS, dir_fd=dir_fd)
+    except NotADirectoryError:
+        _refuse_link(dir_fd, name)
+        raise
 
 
 def _refuse_link(dir_fd: int, name: str) -> None:
@@ -84,11 +92,7 @@ def refuse_link(dir_fd: int, name: str) -> None:
 
 
 def open_run_dir(root_fd: int, run_id: str) -> int:
-    try:
-        return os.open(run_id, DIR_FLAGS, dir_fd=root_fd)
-    except NotADirectoryError:
-        _refuse_link(root_fd, run_id)
-        raise
+    return _open_child(root_fd, run_id)
 
 
 def write_all(fd: int, data: bytes | memoryview) -> None:

@@ -157,12 +157,16 @@ class RunIndex:
         self.path = path
         self._lock = threading.Lock()
         try:
-            self._db = _parked(path) or sqlite3.connect(
+            parked = _parked(path)
+            self._db = parked or sqlite3.connect(
                 path, timeout=60.0, check_same_thread=False, isolation_level=None
             )
-            self._db.execute("PRAGMA journal_mode=WAL")
+            if parked is None:  # a parked connection has all of it already
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.create_function(
+                    index_sql.LIKE_FUNCTION, 3, index_sql.like, deterministic=True
+                )
             self._db.execute(f"PRAGMA synchronous={'FULL' if sync else 'NORMAL'}")
-            self._db.create_function(index_sql.LIKE_FUNCTION, 3, index_sql.like, deterministic=True)
             self.created = self._migrate()
         except sqlite3.Error as exc:
             raise StorageIOError(
@@ -245,19 +249,24 @@ class RunIndex:
         ``deleted`` in one transaction; with ``folders``, record what the run folders
         looked like (see :class:`Folders`)."""
         latest = {record.run_id: record for record in records}  # the last of one id wins
-        rows = [index_sql.run_rows(r, r.model_dump_json().encode()) for r in latest.values()]
+        encoded = {run_id: r.model_dump_json().encode() for run_id, r in latest.items()}
+        if len(latest) == 1 and not (replace_all or deleted or folders is not None):
+            ((run_id, data),) = encoded.items()
+            with translating("run index error", path=self.path), self._lock:
+                if self._stored(run_id) == data:
+                    return  # the record did not change (a run taken over, or let go)
+        rows = [index_sql.run_rows(latest[run_id], data) for run_id, data in encoded.items()]
         single = len(rows) == 1 and not (replace_all or deleted or folders is not None)
         one = rows[0] if single else None
-        with translating("run index error", path=self.path), self._lock:
-            if one is not None and self._stored(one) == one.run[-1]:
-                return  # the record did not change (a run taken over, or let go)
         with translating("run index error", path=self.path), self._lock, self._transaction():
-            stored = None if one is None else self._stored(one)
-            if one is not None and stored is not None and _same_labels(stored, latest[one.id]):
-                # A state write that changed no label (a heartbeat, a phase): the
-                # side tables stand, one row changes (~7x cheaper).
-                if self._db.execute(_UPDATE, one.run).rowcount == 1:
-                    return
+            stored = None if one is None else self._stored(one.id)
+            if (
+                one is not None
+                and stored is not None
+                and _same_labels(stored, latest[one.id])
+                and self._db.execute(_UPDATE, one.run).rowcount == 1
+            ):
+                return  # no label changed (a heartbeat, a phase): one row, ~7x cheaper
             for table in ("runs", *_SIDE_TABLES) if replace_all else ():
                 self._db.execute(f"DELETE FROM {table}")  # noqa: S608 - a fixed name
             for table in ("runs", *_SIDE_TABLES) if deleted else ():
@@ -281,9 +290,9 @@ class RunIndex:
             self._db.executemany(_INSERTS[2], [m for row in rows for m in row.metadata])
             self._db.executemany(_INSERTS[3], [m for row in rows for m in row.metrics])
 
-    def _stored(self, row: index_sql.RunRows) -> bytes | None:
-        """The stored JSON record of ``row``'s run, if it is indexed."""
-        found = self._db.execute("SELECT record FROM runs WHERE run_id = ?", (row.id,))
+    def _stored(self, run_id: str) -> bytes | None:
+        """The stored JSON record of the run, if it is indexed."""
+        found = self._db.execute("SELECT record FROM runs WHERE run_id = ?", (run_id,))
         stored = found.fetchone()
         return None if stored is None else bytes(stored[0])
 
