@@ -3,25 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
-import os
 import threading
 from collections.abc import Callable
-from pathlib import Path
-
-import pytest
 
 import runstore
 import runstore.aio
-
-_names = itertools.count()
-
-
-@pytest.fixture(params=["memory", "local"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "memory":
-        return f"memory://loops-{os.getpid()}-{next(_names)}"
-    return str(tmp_path / "runs")
 
 
 def _in_thread(call: Callable[[], object]) -> object:

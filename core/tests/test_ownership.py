@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import os
 import subprocess
 import sys
@@ -18,15 +17,7 @@ from runstore.model.errors import ConflictError
 from runstore.model.run import RunState
 from runstore.ops.maintenance import recover_runs
 
-_names = itertools.count()
 T0 = datetime(2024, 1, 15, 12, tzinfo=UTC)
-
-
-@pytest.fixture(params=["memory", "local"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "memory":
-        return f"memory://owner-{os.getpid()}-{next(_names)}"
-    return str(tmp_path / "runs")
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ it go rewrite nothing of its index record.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 import threading
 import time
@@ -22,15 +21,6 @@ from pydantic import BaseModel
 
 import runstore
 from runstore import InvalidInputError, RunState, hookimpl
-
-_names = itertools.count()
-
-
-@pytest.fixture(params=["memory", "local"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "memory":
-        return f"memory://short-{os.getpid()}-{next(_names)}"
-    return str(tmp_path / "runs")
 
 
 class ThreadOfEvents:

@@ -220,12 +220,7 @@ class RunCore:
     def count(self, stream: str, record: Any) -> None:
         """Count one record written to ``stream``; instances by outcome, metrics by value."""
         with self._lock:
-            tally = self._tallies.get(stream)
-            if tally is None:
-                tally = self._tallies[stream] = _Tally()
-                if stream not in _WATCHED_STREAMS:
-                    self._bumps[stream] = tally.bump
-            tally.bump()
+            self._tally(stream).bump()
             if stream == "instances":
                 outcome = _outcome_of(record)
                 if outcome is not None:
@@ -557,12 +552,17 @@ class RunCore:
     def _add(self, stream: str, records: int) -> None:
         """Count ``records`` more records of ``stream`` without looking at them."""
         with self._lock:
-            tally = self._tallies.get(stream)
-            if tally is None:
-                tally = self._tallies[stream] = _Tally()
-                if stream not in _WATCHED_STREAMS:
-                    self._bumps[stream] = tally.bump
-            tally.add(records)
+            self._tally(stream).add(records)
+
+    def _tally(self, stream: str) -> _Tally:
+        """The counter of ``stream`` (the run's lock held); a plain stream's is bumped
+        by the appending thread directly (:meth:`write`)."""
+        tally = self._tallies.get(stream)
+        if tally is None:
+            tally = self._tallies[stream] = _Tally()
+            if stream not in _WATCHED_STREAMS:
+                self._bumps[stream] = tally.bump
+        return tally
 
     async def abandon(self) -> None:
         """The run is being deleted: drop unstored records, refuse every later write."""
