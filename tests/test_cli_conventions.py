@@ -356,6 +356,9 @@ READ_COMMANDS = [
     ["compare", "run_a", "run_b"],
     ["reindex"],
     ["view", "--no-browser"],
+    ["flaky"],
+    ["slowest"],
+    ["broken"],
 ]
 
 
