@@ -34,15 +34,11 @@ another version is dropped and rebuilt from the run directories):
 integer outside the signed 64-bit range): while any run is marked, queries
 are answered by the reference in Python.
 
-:meth:`Query.where` turns a filter into a parameterised SQL condition on
-``runs`` that holds exactly when :func:`runstore.model.selection.matches`
-does: every predicate yields 0 or 1, never ``NULL``, so ``AND``, ``OR`` and
-``NOT`` stay two-valued; a type mismatch is a constant 0, and ``LIKE`` is
-:func:`like`, the reference's pattern matching registered as a SQL function
-(SQLite's own ``LIKE`` ignores ASCII case). :meth:`Query.order` and
-:meth:`Query.after` sort on the ``runs`` columns with absent values last in
-both directions and select the rows after a page token's. Values are bound as
-named parameters; the only identifiers are those of the tables above.
+:class:`Query` is SQLite's dialect of :class:`runstore.spi.sql.SQLCompiler`: the
+elements of ``tags``, ``metrics.*`` and ``metadata.*`` are rows of the side
+tables (a type mismatch is a constant 0 or a ``type`` column that differs),
+times are microseconds and ``LIKE`` is :func:`like`, the reference's pattern
+matching registered as a SQL function (SQLite's own ``LIKE`` ignores ASCII case).
 """
 
 from __future__ import annotations
@@ -50,14 +46,14 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Final
+from typing import ClassVar, Final
 
 from runstore.model import query as q
 from runstore.model.run import RunRecord
-from runstore.model.selection import SortValue
+from runstore.spi import sql
 
 __all__ = [
     "DROP",
@@ -248,58 +244,11 @@ def like(value: object, pattern: str, case_insensitive: int) -> int:
     return int(_like_regex(pattern, bool(case_insensitive)).fullmatch(value) is not None)
 
 
-# -- fields -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Column:
-    name: str
-    type: str  # s, n or t (a time, as microseconds)
-    nullable: bool
-
-
-_COLUMNS: Final = {
-    "run_id": _Column("run_id", "s", False),
-    "status": _Column("status", "s", False),
-    "sut_name": _Column("sut_name", "s", True),
-    "created_at": _Column("created_us", "t", False),
-    "updated_at": _Column("updated_us", "t", False),
-    "finished_at": _Column("finished_us", "t", True),
-    **{f"summary.{name}": _Column(name, "n", True) for name in q.SUMMARY_FIELDS},
-}
-
-
-def _column(field: q.Field) -> _Column | None:
-    """The ``runs`` column holding ``field``, if one does."""
-    if field.kind == "summary":
-        return _COLUMNS.get(f"summary.{field.key}")
-    return _COLUMNS.get(field.kind) if field.key is None else None
-
-
-def _type(value: object) -> str | None:
-    if isinstance(value, datetime):
-        return "t"
-    return _TYPE_TAGS.get(type(value))
-
-
-@dataclass(frozen=True)
-class _Target:
-    """Where a field's elements are: ``value`` (SQL), of type ``fixed`` or as ``typed`` says;
-    in a side table ``side`` (aliased ``s``) under the conditions ``keyed``, or in ``runs``."""
-
-    value: str
-    fixed: str | None
-    typed: str | None = None
-    side: str | None = None
-    keyed: tuple[str, ...] = ()
-    present: str = "1"
-
-
-_OPS: Final = {"=": "=", "!=": "=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
+# -- the dialect ----------------------------------------------------------------
 
 
 @dataclass
-class Query:
+class Query(sql.SQLCompiler):
     """SQL conditions on ``runs`` and their named parameters, built up by the methods.
 
     A condition on a side table is ``runs.run_id IN (SELECT ...)``, which SQLite
@@ -309,87 +258,59 @@ class Query:
     """
 
     correlated: bool = False
-    params: dict[str, object] = field(default_factory=dict)
+    true: ClassVar[str] = "1"
+    false: ClassVar[str] = "0"
+    columns: ClassVar[Mapping[str, sql.Column]] = {
+        **sql.COLUMNS,
+        **{
+            name: sql.Column(name[:-3] + "_us", "t", name == "finished_at")
+            for name in q.TIME_FIELDS
+        },
+    }
 
     def bind(self, value: object) -> str:
-        name = f"p{len(self.params)}"
-        self.params[name] = value
-        return ":" + name
+        return super().bind(micros(value) if isinstance(value, datetime) else value)
 
-    def literal(self, value: q.Value) -> str:
-        return self.bind(micros(value) if isinstance(value, datetime) else value)
+    def like(self, value: str, op: str, pattern: str) -> str:
+        return f"{LIKE_FUNCTION}({value}, {self.bind(pattern)}, {int(op == 'ILIKE')})"
 
-    # -- filters --------------------------------------------------------------
+    def present(self, field: q.Field) -> str:
+        if field.kind == "tags":
+            return self.true
+        table, keyed, _ = self._elements(field)
+        if field.kind == "metrics":
+            return self._side(table, keyed)
+        # The row of the value itself, when it is present (a list, even [], is).
+        type_ = f"{'+' if self.correlated else ''}s.type IN ('n', 's', 'b', 'l')"
+        return self._side(table, (*keyed, "s.pos = -1", type_))
 
-    def where(self, expr: q.Expr) -> str:
-        """The condition that holds exactly when ``expr`` matches (``1`` or ``0``, never NULL)."""
-        if isinstance(expr, q.Not):
-            return f"NOT ({self.where(expr.operand)})"
-        if isinstance(expr, q.And | q.Or):
-            word = " AND " if isinstance(expr, q.And) else " OR "
-            return _join([self.where(item) for item in expr.items], word)
-        target = self._target(expr.field)
-        if isinstance(expr, q.IsNull):
-            return target.present if expr.negated else f"NOT ({target.present})"
-        positive = self._any(target, self._condition(expr, target))
-        if isinstance(expr, q.Compare):
-            negated = expr.op == "!="
-        else:
-            negated = not isinstance(expr, q.Contains) and expr.negated
-        return f"({target.present} AND NOT ({positive}))" if negated else positive
-
-    def _target(self, field: q.Field) -> _Target:
-        column = _column(field)
-        if column is not None:
-            name = f"runs.{column.name}"
-            present = f"({name} IS NOT NULL)" if column.nullable else "1"
-            return _Target(name, column.type, present=present)
+    def any_element(
+        self, field: q.Field, op: str, values: Mapping[str, Sequence[q.Value]]
+    ) -> str | None:
+        table, keyed, fixed = self._elements(field)
         # Looked up run by run, only the run id and the key are for an index: SQLite
         # would otherwise scan the whole range of a key's values for every run.
         plus = "+" if self.correlated else ""
+        value = f"{plus}s.{'tag' if field.kind == 'tags' else 'value'}"
+        tests = []
+        for kind, group in values.items():
+            if fixed is None:
+                tests.append(f"({plus}s.type = '{kind}' AND {self.test(value, op, group)})")
+            elif kind == fixed:
+                tests.append(self.test(value, op, group))
+        return self._side(table, (*keyed, sql.join(tests, " OR "))) if tests else None
+
+    def _elements(self, field: q.Field) -> tuple[str, tuple[str, ...], str | None]:
+        """The side table of ``field``'s elements, the conditions on its key, and the
+        type of every element (``None``: as the ``type`` column says)."""
         if field.kind == "tags":
-            return _Target(f"{plus}s.tag", "s", side="run_tags")
+            return "run_tags", (), "s"
         if field.kind == "metrics":
-            keyed = (f"s.name = {self.bind(field.key)}",)
-            present = self._side("run_metrics", keyed)
-            return _Target(f"{plus}s.value", "n", None, "run_metrics", keyed, present)
-        keyed = (f"s.key = {self.bind(field.key)}",)
-        # The row of the value itself, when it is present (a list, even [], is).
-        itself = ("s.pos = -1", f"{plus}s.type IN ('n', 's', 'b', 'l')")
-        present = self._side("run_metadata", (*keyed, *itself))
-        return _Target(f"{plus}s.value", None, f"{plus}s.type", "run_metadata", keyed, present)
+            return "run_metrics", (f"s.name = {self.bind(field.key)}",), "n"
+        return "run_metadata", (f"s.key = {self.bind(field.key)}",), None
 
-    def _condition(
-        self, expr: q.Compare | q.In | q.Like | q.Contains, target: _Target
-    ) -> str | None:
-        """What one element must satisfy, or ``None`` when no element can."""
-        if isinstance(expr, q.Like):
-            flag = int(expr.case_insensitive)
-            test = f"{LIKE_FUNCTION}({target.value}, {self.bind(expr.pattern)}, {flag})"
-            return _typed(target, "s", test)
-        if isinstance(expr, q.Compare | q.Contains):
-            op = _OPS[expr.op] if isinstance(expr, q.Compare) else "="
-            kind = _type(expr.value)
-            if kind is None or (kind == "b" and op != "="):
-                return None
-            return _typed(target, kind, f"{target.value} {op} {self.literal(expr.value)}")
-        groups: dict[str, list[q.Value]] = {}
-        for value in expr.values:
-            groups.setdefault(_type(value) or "", []).append(value)
-        tests = [
-            _typed(target, kind, f"{target.value} IN ({', '.join(map(self.literal, values))})")
-            for kind, values in groups.items()
-        ]
-        kept = [test for test in tests if test is not None]
-        return _join(kept, " OR ") if kept else None
-
-    def _any(self, target: _Target, condition: str | None) -> str:
-        """Whether any element satisfies ``condition``."""
-        if condition is None:
-            return "0"
-        if target.side is not None:
-            return self._side(target.side, (*target.keyed, condition))
-        return condition if target.present == "1" else f"({target.present} AND {condition})"
+    def tagged(self, tag: str) -> str:
+        return self._side("run_tags", (f"s.tag = {self.bind(tag)}",))
 
     def _side(self, table: str, conditions: Sequence[str]) -> str:
         """Whether the run has a row in the side table ``table`` meeting ``conditions``."""
@@ -400,78 +321,12 @@ class Query:
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
         return f"runs.run_id IN (SELECT s.run_id FROM {table} AS s{where})"  # noqa: S608
 
-    # -- the classic filters --------------------------------------------------
-
-    def classic(
-        self,
-        status: frozenset[str] | None,
-        sut_name: str | None,
-        tags: frozenset[str] | None,
-        created_after: datetime | None,
-        created_before: datetime | None,
-    ) -> list[str]:
-        conditions = []
-        if status is not None:
-            conditions.append(f"runs.status IN ({', '.join(map(self.bind, sorted(status)))})")
-        if sut_name is not None:
-            conditions.append(f"runs.sut_name = {self.bind(sut_name)}")
-        if created_after is not None:
-            conditions.append(f"runs.created_us >= {self.literal(created_after)}")
-        if created_before is not None:
-            conditions.append(f"runs.created_us < {self.literal(created_before)}")
-        conditions += [
-            self._side("run_tags", (f"s.tag = {self.bind(tag)}",)) for tag in sorted(tags or ())
-        ]
-        return conditions
-
-    # -- order and pages ------------------------------------------------------
-
-    @staticmethod
-    def order(order: Sequence[q.OrderKey]) -> str | None:
-        """``ORDER BY`` terms for ``order`` (complete), or ``None`` unless every key is a column."""
-        terms = []
-        for key, column in zip(order, _columns(order), strict=False):
-            if column is None:
-                return None
-            nulls = " NULLS LAST" if column.nullable else ""
-            terms.append(f"runs.{column.name} {'DESC' if key.descending else 'ASC'}{nulls}")
-        return ", ".join(terms)
-
-    @staticmethod
-    def walks_index(order: Sequence[q.OrderKey]) -> bool:
+    @classmethod
+    def walks_index(cls, order: Sequence[q.OrderKey]) -> bool:
         """Whether ``order`` (complete) is ``created_at`` then ``run_id`` in one direction:
         the ``runs_created`` index's order, forwards or backwards."""
-        names = [column.name if column else "" for column in _columns(order)]
+        names = [column.name if column else "" for column in cls.sort_columns(order)]
         return names == ["created_us", "run_id"] and order[0].descending == order[1].descending
-
-    def after(self, order: Sequence[q.OrderKey], cursor: Sequence[SortValue]) -> str | None:
-        """The rows strictly after the row with sort values ``cursor``, absent last in both
-        directions; ``None`` when a value is not of its column's type (then Python pages)."""
-        columns = _columns(order)
-        keys = list(zip(order, columns, cursor, strict=False))
-        for _, column, value in keys:
-            if column is None or (value is not None and _type(value) != column.type):
-                return None
-        if all(not c.nullable and v is not None for _, c, v in keys if c) and (
-            len({key.descending for key, _, _ in keys}) == 1
-        ):  # one row value comparison, which an index on the same keys serves
-            names = ", ".join(f"runs.{column.name}" for _, column, _ in keys if column)
-            values = ", ".join(self.literal(value) for _, _, value in keys if value is not None)
-            return f"(({names}) {'<' if order[0].descending else '>'} ({values}))"
-        branches, equal = [], []
-        for key, column, value in keys:
-            assert column is not None  # checked above
-            name = f"runs.{column.name}"
-            if value is None:  # absent sorts last: nothing is after it on this key
-                equal.append(f"{name} IS NULL")
-                continue
-            bound = self.literal(value)
-            beyond = f"{name} {'<' if key.descending else '>'} {bound}"
-            if column.nullable:
-                beyond = f"({name} IS NULL OR {beyond})"
-            branches.append(_join([*equal, beyond], " AND "))
-            equal.append(f"{name} = {bound}")
-        return _join(branches, " OR ") if branches else "0"
 
 
 def select(
@@ -497,27 +352,3 @@ def select(
         return f"{records}{where} {cut}"
     ids = f"SELECT runs.rowid FROM runs{where} {cut}"  # noqa: S608 - terms built above
     return f"{records} WHERE runs.rowid IN ({ids}) ORDER BY {order}"
-
-
-def _columns(order: Sequence[q.OrderKey]) -> list[_Column | None]:
-    """The column of each key up to and including ``run_id`` (the keys after it never decide)."""
-    columns = []
-    for key in order:
-        columns.append(_column(key.field))
-        if key.field.kind == "run_id":
-            break
-    return columns
-
-
-def _typed(target: _Target, kind: str, test: str) -> str | None:
-    if target.fixed is not None:
-        return test if kind == target.fixed else None
-    return f"({target.typed} = '{kind}' AND {test})"
-
-
-def _join(items: list[str], word: str) -> str:
-    """``items`` joined by ``word`` as a balanced tree (SQLite limits expression depth)."""
-    if len(items) == 1:
-        return items[0]
-    middle = len(items) // 2
-    return f"({_join(items[:middle], word)}{word}{_join(items[middle:], word)})"
