@@ -12,7 +12,8 @@ the conformance kit compares every backend against). Imports only
 
 The run-index query language (:mod:`runstore.model.query`) and its reference
 semantics (:mod:`runstore.model.selection`) are here for backends that push
-``where``, ``order_by`` and page tokens down.
+``where``, ``order_by`` and page tokens down; a backend whose run index is a SQL
+table compiles them with a dialect of :class:`~.sql.SQLCompiler` (:mod:`~.sql`).
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ from runstore.spi.backends import (
 )
 from runstore.spi.hookspecs import hookimpl
 from runstore.spi.kv import KeyValueStore, KVBackend, MemoryKV
+from runstore.spi.sql import SQLCompiler
 
 __all__ = [
     "ALL_CONCERNS",
@@ -121,6 +123,7 @@ __all__ = [
     "RunStatus",
     "RunSummary",
     "RunstoreError",
+    "SQLCompiler",
     "StateBackend",
     "StorageIOError",
     "StoredArtifact",
