@@ -5,10 +5,11 @@ speak, the layout every backend produces and the hook markers.
 
 Modules: :mod:`~.backends` (one abstract class per concern, capabilities,
 registration), :mod:`~.kv` (a key-value store's five primitives, built into a
-backend for all three concerns), :mod:`~.hookspecs` (the plugin hooks), :mod:`~.layout` (paths
-of the Windtunnel tree) and :mod:`~.memory` (the in-memory reference backend
-the conformance kit compares every backend against). Imports only
-:mod:`runstore.model`.
+backend for all three concerns), :mod:`~.buffered` (a stream writer that
+buffers lines and stores each commit as one segment), :mod:`~.hookspecs` (the
+plugin hooks), :mod:`~.layout` (paths of the Windtunnel tree) and
+:mod:`~.memory` (the in-memory reference backend the conformance kit compares
+every backend against). Imports only :mod:`runstore.model`.
 
 The run-index query language (:mod:`runstore.model.query`) and its reference
 semantics (:mod:`runstore.model.selection`) are here for backends that push
@@ -79,6 +80,7 @@ from runstore.spi.backends import (
     Target,
     hash_source,
 )
+from runstore.spi.buffered import BatchPolicy, BufferedStreamWriter
 from runstore.spi.hookspecs import hookimpl
 from runstore.spi.kv import KeyValueStore, KVBackend, MemoryKV
 from runstore.spi.sql import SQLCompiler
@@ -93,6 +95,8 @@ __all__ = [
     "BackendNotFoundError",
     "BackendSpec",
     "BackendUnavailableError",
+    "BatchPolicy",
+    "BufferedStreamWriter",
     "Capabilities",
     "Compare",
     "Concern",
