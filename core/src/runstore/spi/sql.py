@@ -128,9 +128,9 @@ class SQLCompiler(ABC):
         self, field: q.Field, op: str, values: Mapping[str, Sequence[q.Value]]
     ) -> str | None:
         """Whether an element of ``tags``, ``metrics.<name>`` or ``metadata.<key>`` is
-        ``op`` (``=``, ``<``, ``<=``, ``>``, ``>=``, ``LIKE``, ``ILIKE``) one of ``values``
-        of its own type (:func:`value_type` to values; a ``LIKE`` pattern is one ``s``;
-        ``b`` only with ``=``); ``None`` when none can be (absent is not)."""
+        ``op`` (``=``, ``<``, ``<=``, ``>``, ``>=``, ``LIKE``, ``ILIKE``) a value of its own
+        type: ``values`` maps each type (:func:`value_type`; bools only with ``=``, a
+        ``LIKE`` pattern is one ``s``) to the filter's values; ``None``: none can be."""
 
     def tagged(self, tag: str) -> str:
         """Whether the run has the tag ``tag`` (the classic filter)."""
