@@ -173,6 +173,20 @@ def postgres(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def own_suite(session: nox.Session) -> None:
+    """The whole test suite recorded by pytest-runstore in a process of its own, checked
+    against pytest's own account and shown by ``runstore view`` in Chromium (~15 min;
+    ``make test`` runs the same checks on core/tests)."""
+    _install_dev(session)
+    session.run(
+        "pytest",
+        "plugins/pytest-runstore/tests/test_own_suite_browser.py",
+        *session.posargs,
+        env={"RUNSTORE_OWN_SUITE": "whole"},
+    )
+
+
+@nox.session(python=PYTHON)
 def pytest_plugin(session: nox.Session) -> None:
     """pytest-runstore alone with the core and the local backend, xdist included;
     ``-- --overhead`` also runs its overhead benchmark (2,000 trivial tests)."""

@@ -97,7 +97,7 @@ class Session:
         return found.group(1)
 
 
-def run_session(cwd: Path, *args: str) -> Session:
+def run_session(cwd: Path, *args: str, timeout: float = 600) -> Session:
     """``python -m pytest -p no:cacheprovider ARGS...`` in ``cwd``.
 
     The outer session's own recording settings and ``PYTEST_ADDOPTS`` are not
@@ -113,7 +113,7 @@ def run_session(cwd: Path, *args: str) -> Session:
         cwd=cwd,
         env=env,
         capture_output=True,
-        timeout=600,
+        timeout=timeout,
         check=False,
     )
     return Session(done.returncode, done.stdout.decode() + done.stderr.decode())

@@ -4,7 +4,8 @@ Issue 20's done-when: "Recording runstore's own test suite stores a run with
 every test, and ``runstore view`` shows it". A real part of the suite (the
 core package's tests, ~1,100 of them, all but their slowest module) runs in a
 process of its own with ``--runstore``, and is checked against pytest's own
-account of it:
+account of it; ``nox -s own_suite`` (``RUNSTORE_OWN_SUITE=whole``) does the
+same with the whole suite, ~3,000 tests:
 
 * the stored run has one instance per test ``pytest --collect-only`` lists
   for the same selection, with the same node ids;
@@ -23,6 +24,7 @@ they are, and durations are never compared.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -44,11 +46,19 @@ if TYPE_CHECKING:
 pytest.importorskip("starlette")
 pytest.importorskip("jinja2")
 
-pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[3]
-SELECTION = ("core/tests", "--ignore=core/tests/test_conformance_catches_bugs.py")
-"""All of core/tests but its planted-bug proofs (two thirds of its time, 21 tests)."""
+WHOLE = os.environ.get("RUNSTORE_OWN_SUITE") == "whole"
+"""The long form (``nox -s own_suite``): the whole suite, every test path but this module."""
+SELECTION = (
+    (f"--ignore={Path(__file__).relative_to(REPO)}",)
+    if WHOLE
+    else ("core/tests", "--ignore=core/tests/test_conformance_catches_bugs.py")
+)
+"""By default all of core/tests but its planted-bug proofs (two thirds of its time, 21 tests)."""
+TIMEOUT = 3600 if WHOLE else 600
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2 * TIMEOUT + 300)]  # collect, run, look
 
 _SUMMARY = re.compile(r"(\d+) (passed|failed|errors?|skipped|xfailed|xpassed)\b")
 
@@ -86,11 +96,13 @@ def own_suite(
     """The selection collected, then run and recorded into a local store, then served."""
     where = tmp_path_factory.mktemp("own-suite")
     store = where / "runs"
-    listing = run_pytest(REPO, "--collect-only", "-q", *SELECTION)
+    listing = run_pytest(REPO, "--collect-only", "-q", *SELECTION, timeout=TIMEOUT)
     assert listing.returncode == 0, listing.out
     collected = [line for line in listing.out.splitlines() if "::" in line]
     # The inner session's temporary folders stay apart from the outer session's.
-    session = run_pytest(REPO, *SELECTION, f"--basetemp={where / 'tmp'}", f"--runstore={store}")
+    session = run_pytest(
+        REPO, *SELECTION, f"--basetemp={where / 'tmp'}", f"--runstore={store}", timeout=TIMEOUT
+    )
     with runstore.open(str(store)) as opened:
         runs = list(opened.list_runs())
         assert [r.run_id for r in runs] == [session.run_id], session.out[-3000:]
