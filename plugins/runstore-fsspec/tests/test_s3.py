@@ -214,9 +214,15 @@ def test_two_writers_on_one_stream_conflict_instead_of_interleaving(
         second.write(b'{"by":"second"}\n')
         with pytest.raises(ConflictError, match="another writer"):
             await second.commit()
+        assert second.broken is not None
+        with pytest.raises(ConflictError):  # a later flush learns it too: never a success
+            await second.commit()
+        with pytest.raises(ConflictError):
+            second.write(b'{"by":"second, again"}\n')
 
     store.portal.call(race())
     assert list(store.get_run("run_two").read("steps")) == [{"by": "first"}]
+    store.close()  # closing skips the broken writer: its conflict was raised already
 
 
 def test_a_retried_segment_write_that_already_landed_is_not_duplicated(

@@ -75,11 +75,6 @@ class BufferedStreamWriter(StreamWriter):
     log: ClassVar[logging.Logger] = logging.getLogger("runstore")
     """Where a failed background commit is reported (subclasses name their package's)."""
 
-    conflict_fails_every_commit: ClassVar[bool] = True
-    """After a conflict every ``commit`` raises it again, so an appender whose lines went
-    with the failed commit (or a flush after the window's) learns they were dropped;
-    ``False``: later commits store only what is buffered then, i.e. nothing."""
-
     def __init__(
         self,
         store: StoreSegment,
@@ -114,6 +109,12 @@ class BufferedStreamWriter(StreamWriter):
         """Bytes handed to :meth:`write` and not yet stored."""
         with self._lock:
             return len(self._buffer)
+
+    @property
+    def broken(self) -> ConflictError | None:
+        """The conflict that stopped this writer (another writer got the stream): its
+        buffered lines were dropped, and every later write and commit raises it."""
+        return self._broken
 
     def write(self, data: bytes) -> bool:
         with self._lock:
@@ -167,8 +168,8 @@ class BufferedStreamWriter(StreamWriter):
             self._commit_lock = asyncio.Lock()
         async with self._commit_lock:
             with self._lock:
-                if self._broken is not None and self.conflict_fails_every_commit:
-                    raise _again(self._broken)
+                if self._broken is not None:  # an appender whose lines went with it, or a
+                    raise _again(self._broken)  # flush after the window's, learns they were dropped
                 data = bytes(self._buffer)
                 records = self._records
                 self._buffer.clear()

@@ -17,6 +17,3 @@ class SegmentWriter(BufferedStreamWriter):
     """Writes each commit as one immutable segment object: ``put_segment(start, data)``."""
 
     log = logging.getLogger("runstore_fsspec")
-    # FsspecBackend.aclose commits every writer it opened: one that already raised
-    # its conflict must not fail the store's close
-    conflict_fails_every_commit = False

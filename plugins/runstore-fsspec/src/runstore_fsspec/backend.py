@@ -835,6 +835,8 @@ class FsspecBackend(StateBackend, LogBackend, ArtifactBackend):
         """Write what open stream writers still buffer, then close connections."""
         failure: BaseException | None = None
         for writer in list(self._writers):
+            if writer.broken is not None:
+                continue  # its conflict was raised to its appender; nothing is left to store
             try:
                 await writer.commit()
             except RunstoreError as exc:
