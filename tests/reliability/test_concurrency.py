@@ -93,20 +93,29 @@ def race(
         for n in range(writers)
     ]
     reader = _spawn("reader", mode, url, log=logs / "reader.log")
-    for proc in [*procs, reader]:
-        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
-    for proc in [*procs, reader]:
-        assert proc.stdin is not None
-        proc.stdin.write("go\n")
-        proc.stdin.flush()
-    claims: list[str] = []
-    for n, proc in enumerate(procs):
-        out, _ = proc.communicate(timeout=600)
-        assert proc.returncode == 0, (logs / f"writer{n}.log").read_text()
-        claims += [line.split()[1] for line in out.splitlines() if line.startswith("run ")]
-    out, _ = reader.communicate("stop\n", timeout=600)
-    assert reader.returncode == 0, (logs / "reader.log").read_text()
-    return claims, Counter(json.loads(out))
+    try:
+        for proc in [*procs, reader]:
+            assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        for proc in [*procs, reader]:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        claims: list[str] = []
+        for n, proc in enumerate(procs):
+            out, _ = proc.communicate(timeout=600)
+            assert proc.returncode == 0, (logs / f"writer{n}.log").read_text()
+            claims += [line.split()[1] for line in out.splitlines() if line.startswith("run ")]
+        out, _ = reader.communicate("stop\n", timeout=600)
+        assert reader.returncode == 0, (logs / "reader.log").read_text()
+        return claims, Counter(json.loads(out))
+    finally:  # a failed writer leaves none of the others running behind the next test
+        for proc in [*procs, reader]:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            for pipe in (proc.stdin, proc.stdout):
+                if pipe is not None and not pipe.closed:
+                    pipe.close()
 
 
 def runstore_final(url: str) -> dict[str, tuple[str, int]]:

@@ -18,6 +18,7 @@ import gc
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ _INSERTS = (
     "INSERT INTO run_metrics VALUES (?, ?, ?)",
 )
 _SIDE_TABLES = ("run_tags", "run_metadata", "run_metrics")
+_OPEN_TIMEOUT = 60.0
+"""Seconds SQLite waits for another connection's lock (its busy timeout), and opening at most."""
 _UPDATE = (  # every column of a runs row (run_rows order) but run_id and created_us
     "UPDATE runs SET status = ?2, sut_name = ?3, updated_us = ?5, finished_us = ?6, "
     "instance_count = ?7, pass_count = ?8, fail_count = ?9, error_count = ?10, "
@@ -156,24 +159,51 @@ class RunIndex:
     def __init__(self, path: str, *, sync: bool = False) -> None:
         self.path = path
         self._lock = threading.Lock()
+        parked = _parked(path)
         try:
-            parked = _parked(path)
             self._db = parked or sqlite3.connect(
-                path, timeout=60.0, check_same_thread=False, isolation_level=None
+                path, timeout=_OPEN_TIMEOUT, check_same_thread=False, isolation_level=None
             )
-            if parked is None:  # a parked connection has all of it already
-                self._db.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.Error as exc:
+            raise self._unopenable(exc) from exc
+        try:
+            if parked is None:  # a parked connection has it already
                 self._db.create_function(
                     index_sql.LIKE_FUNCTION, 3, index_sql.like, deterministic=True
                 )
-            self._db.execute(f"PRAGMA synchronous={'FULL' if sync else 'NORMAL'}")
-            self.created = self._migrate()
-        except sqlite3.Error as exc:
-            raise StorageIOError(
-                f"cannot open the run index {path}: {exc}; "
-                "delete it and it is rebuilt from the runs",
-                details={"path": path},
-            ) from exc
+            self.created = self._prepare(wal=parked is None, sync=sync)
+        except BaseException as exc:
+            self._db.close()
+            if isinstance(exc, sqlite3.Error):
+                raise self._unopenable(exc) from exc
+            raise
+
+    def _unopenable(self, exc: sqlite3.Error) -> StorageIOError:
+        return StorageIOError(
+            f"cannot open the run index {self.path}: {exc}; "
+            "delete it and it is rebuilt from the runs",
+            details={"path": self.path},
+        )
+
+    def _prepare(self, *, wal: bool, sync: bool) -> bool:
+        """Journal mode, durability and tables (see :meth:`_migrate`).
+
+        Processes opening a new store at the same moment can find SQLite busy
+        setting up the write-ahead log, which it reports at once instead of
+        waiting out its busy timeout: that is retried, within the same bound.
+        """
+        deadline, pause = time.monotonic() + _OPEN_TIMEOUT, 0.001
+        while True:
+            try:
+                if wal:
+                    self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute(f"PRAGMA synchronous={'FULL' if sync else 'NORMAL'}")
+                return self._migrate()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(2 * pause, 0.05)
 
     def _migrate(self) -> bool:
         """Create the tables, or drop and recreate them when they are of another version.
