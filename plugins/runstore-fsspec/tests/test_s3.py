@@ -12,6 +12,7 @@ import textwrap
 import time
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +20,14 @@ import pytest
 
 import runstore
 from runstore.model.errors import (
+    AlreadyExistsError,
     BackendUnavailableError,
     ConflictError,
     CorruptError,
     NotFoundError,
     UnsupportedError,
 )
-from runstore.model.run import RunRecord
+from runstore.model.run import RunManifest, RunRecord, RunState
 from runstore.spi import BufferedStreamWriter
 from runstore_fsspec._conditional import VERDICT_KEY
 from runstore_fsspec.backend import FsspecBackend
@@ -155,6 +157,32 @@ def test_a_second_process_lists_and_reads_the_run(s3: S3Server, store: runstore.
 
 
 # -- many writers -------------------------------------------------------------------
+
+
+def test_two_creators_with_identical_manifests_get_one_run_and_one_refusal(
+    s3: S3Server, store: runstore.Store
+) -> None:
+    """Processes started together can build byte-identical manifests (same generated id,
+    same microsecond): only the one whose state landed holds the run; the other is
+    refused and frees nothing of it."""
+    backend = backend_of(store)
+    now = datetime.now(UTC)
+    manifest = RunManifest(run_id="run_twin", timestamp=now, sut_name="load")
+
+    def state(owner: str) -> RunState:
+        return RunState(run_id="run_twin", created_at=now, updated_at=now, owner=owner)
+
+    async def create_twice() -> None:
+        await backend.create_run(manifest, state("host:1:first"))
+        with pytest.raises(AlreadyExistsError):
+            await backend.create_run(manifest, state("host:2:second"))
+        await backend.create_run(manifest, state("host:1:first"))  # a retry of the first lands
+
+    store.portal.call(create_twice())
+    view = store.get_run("run_twin")
+    assert view.state.owner == "host:1:first"
+    assert view.manifest == manifest
+    assert [r.run_id for r in store.list_runs()] == ["run_twin"]
 
 
 def test_eight_processes_creating_runs_lose_none_and_duplicate_none(serial_s3: S3Server) -> None:

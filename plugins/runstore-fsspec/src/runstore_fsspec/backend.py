@@ -246,11 +246,15 @@ class FsspecBackend(StateBackend, LogBackend, ArtifactBackend):
 
     async def _holds(self, key: str, data: bytes) -> bool:
         """Whether ``key`` stores exactly ``data`` (our own retried write landed)."""
+        return (await self._holds_tagged(key, data))[0]
+
+    async def _holds_tagged(self, key: str, data: bytes) -> tuple[bool, str | None]:
+        """:meth:`_holds`, and the stored version's tag."""
         try:
-            stored, _ = await self.objects.get(key)
+            stored, tag = await self.objects.get(key)
         except NotFoundError:
-            return False
-        return stored == data
+            return False, None
+        return stored == data, tag
 
     def _parse(self, model: type[M], data: bytes, key: str) -> M:
         try:
@@ -288,8 +292,20 @@ class FsspecBackend(StateBackend, LogBackend, ArtifactBackend):
                     f"run {run_id!r} already exists; pick another run id",
                     details={"run_id": run_id},
                 ) from None
+        body = dump_snapshot(state)
         try:
-            tag = await self.objects.put(state_path(run_id), dump_snapshot(state))
+            # Create-only too: two creators whose manifests came out byte-identical (the
+            # same id, sut and microsecond) both pass the manifest check above; the state
+            # names its creator's owner token, so only one of them holds it.
+            tag = await self.objects.put(state_path(run_id), body, create_only=True)
+        except PreconditionFailed:
+            holds, tag = await self._holds_tagged(state_path(run_id), body)
+            if not holds:  # another creator's run: not ours to free
+                raise AlreadyExistsError(
+                    f"run {run_id!r} already exists; pick another run id",
+                    details={"run_id": run_id},
+                ) from None
+        try:
             self._state_tags[run_id] = (state.revision, tag)
             await self._write_index(run_id, state.revision, RunRecord.build(manifest, state))
         except BaseException:
