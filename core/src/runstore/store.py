@@ -19,7 +19,7 @@ from runstore.aio import AsyncRun, AsyncRunView, AsyncStore
 from runstore.context import Scope, correlate, step_scope
 from runstore.context import active as _correlation
 from runstore.engine.core import outcome
-from runstore.engine.portal import HANDOFF_AFTER, Portal
+from runstore.engine.portal import Portal
 from runstore.engine.scopes import InstanceScope
 from runstore.engine.store import DEFAULT_HEARTBEAT_SECONDS
 from runstore.model.metadata import metric_record
@@ -92,7 +92,7 @@ class Store:
         self.aio = astore
         self.portal = Portal(
             inline=astore.core.inline,
-            handoff_after=min(HANDOFF_AFTER, astore.core.heartbeat_interval / 2 or HANDOFF_AFTER),
+            heartbeat=astore.core.heartbeat_interval,
         )
         """Internal: the private event loop the async API runs on (:mod:`runstore.engine`)."""
 

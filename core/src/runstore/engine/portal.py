@@ -174,15 +174,17 @@ class Portal:
 
     :param inline: run calls in the caller's thread until the loop must run on
         its own (only for backends that declare ``Capabilities.inline``).
-    :param handoff_after: how long a task left on an inline loop waits before
-        the loop is handed to a worker thread (a store closed sooner never starts one).
+    :param heartbeat: the store's heartbeat interval (0: none). A task left on an
+        inline loop waits ``HANDOFF_AFTER`` seconds, at most half a heartbeat,
+        before the loop is handed to a worker thread (a store closed sooner never
+        starts one), so no beat is late.
     """
 
-    def __init__(self, *, inline: bool = False, handoff_after: float = HANDOFF_AFTER) -> None:
+    def __init__(self, *, inline: bool = False, heartbeat: float = 0.0) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inline = inline
         """Calls run in the caller's thread; ``False`` once the loop has a thread."""
-        self._handoff_after = handoff_after
+        self._handoff_after = min(HANDOFF_AFTER, heartbeat / 2) if heartbeat > 0 else HANDOFF_AFTER
         self._handoff: threading.Event | None = None
         """Set to call off the scheduled handoff of the inline loop to a worker."""
         self._runner: int | None = None
